@@ -1,0 +1,12 @@
+//! The Twilio voice domain shared by the `incoming-call` and `outbound-call` functions: TwiML,
+//! webhook signatures, SSM-backed credentials, the Calls API client and phone numbers.
+//! Nothing here knows Lambda's event types.
+
+pub mod calls;
+pub mod credentials;
+pub mod phone;
+pub mod signature;
+pub mod twiml;
+
+#[cfg(feature = "test-util")]
+pub mod testing;

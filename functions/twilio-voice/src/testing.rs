@@ -1,0 +1,119 @@
+//! Real stand-ins on loopback for tests (feature `test-util`, enabled from dev-dependencies
+//! only): `moto_server` for SSM and Prism serving Twilio's OpenAPI spec. They are installed into
+//! the repository by `make test-deps` (`.venv/`, `.ci/node_modules/`); each stand-in is a child
+//! process that is killed when its handle drops.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root (this crate lives in `functions/twilio-voice`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A child process listening on a loopback port; killed on drop.
+pub struct StandIn {
+    child: Child,
+    pub port: u16,
+}
+
+impl StandIn {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn tool(relative: &str) -> PathBuf {
+    let path = repo_root().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test-deps` (or `make test`) to install the stand-ins",
+        path.display()
+    );
+    path
+}
+
+fn spawn(mut command: Command, port: u16, what: &str, ready_within: Duration) -> StandIn {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + ready_within;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    StandIn { child, port }
+}
+
+/// `moto_server` from the repository's venv, on a free port.
+pub fn moto_server() -> StandIn {
+    let port = free_port();
+    let mut command = Command::new(tool(".venv/bin/moto_server"));
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    spawn(command, port, "moto_server", Duration::from_secs(30))
+}
+
+/// The Twilio API v2010 OpenAPI document shipped in `@twilio-alpha/mcp`.
+pub fn twilio_api_spec() -> PathBuf {
+    tool(".ci/node_modules/@twilio-alpha/mcp/twilio-oai/spec/json/twilio_api_v2010.json")
+}
+
+/// Prism mocking Twilio's API from its own spec: off-spec requests get 422.
+pub fn prism_twilio() -> StandIn {
+    let port = free_port();
+    let mut command = Command::new(tool(".ci/node_modules/.bin/prism"));
+    command.args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()]);
+    command.arg(twilio_api_spec());
+    spawn(command, port, "prism", Duration::from_secs(120))
+}
+
+/// An SSM client for a stand-in endpoint, with throwaway credentials.
+pub async fn ssm_client(endpoint: &str) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("ap-northeast-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            "testing", "testing", None, None, "stand-in",
+        ))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+/// Stores a SecureString parameter.
+pub async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put_parameter on the stand-in");
+}

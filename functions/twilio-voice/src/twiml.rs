@@ -1,0 +1,727 @@
+//! A typed TwiML builder with the nouns of Twilio's helper libraries (`VoiceResponse`, `Say`,
+//! `Gather`, `Dial`, ...). Every text and attribute is escaped and stripped of the characters
+//! XML 1.0 forbids, so user text can never close a verb and open another (TwiML injection).
+//!
+//! ```
+//! use twilio_voice::twiml::{Say, VoiceResponse};
+//! let xml = VoiceResponse::new()
+//!     .say(Say::new("お電話ありがとうございます。").language("ja-JP").voice("Polly.Mizuki"))
+//!     .hangup()
+//!     .to_xml();
+//! assert!(xml.contains(r#"<Say language="ja-JP" voice="Polly.Mizuki">お電話ありがとうございます。</Say>"#));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// One `<Response>` document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VoiceResponse {
+    verbs: Vec<Verb>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verb {
+    Say(Say),
+    Play(Play),
+    Pause(Pause),
+    Gather(Gather),
+    Dial(Dial),
+    Record(Record),
+    Hangup,
+    Redirect(Redirect),
+    Reject(Reject),
+}
+
+/// `<Say>`: text to speech in any language and voice (`ja-JP` / `Polly.Mizuki`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Say {
+    text: String,
+    language: Option<String>,
+    voice: Option<String>,
+    loops: Option<u32>,
+}
+
+/// `<Play>`: an audio file (or `digits` to send DTMF tones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Play {
+    url: Option<String>,
+    loops: Option<u32>,
+    digits: Option<String>,
+}
+
+/// `<Pause>`: silence for `length` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    length: Option<u32>,
+}
+
+/// What a `<Gather>` listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatherInput {
+    Dtmf,
+    Speech,
+    DtmfSpeech,
+}
+
+/// Prompts nested in a `<Gather>`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Say(Say),
+    Play(Play),
+    Pause(Pause),
+}
+
+/// `<Gather>`: collects digits or speech and posts them to `action`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gather {
+    input: Option<GatherInput>,
+    action: Option<String>,
+    method: Option<String>,
+    timeout: Option<u32>,
+    num_digits: Option<u32>,
+    finish_on_key: Option<String>,
+    language: Option<String>,
+    hints: Option<String>,
+    prompts: Vec<Prompt>,
+}
+
+/// `<Dial>`: forwards the call to a number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dial {
+    number: String,
+    caller_id: Option<String>,
+    timeout: Option<u32>,
+    action: Option<String>,
+    method: Option<String>,
+    time_limit: Option<u32>,
+    record: Option<String>,
+}
+
+/// `<Record>`: voicemail. Transcription stays off unless asked for (it is billed per minute).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    action: Option<String>,
+    method: Option<String>,
+    max_length: Option<u32>,
+    timeout: Option<u32>,
+    finish_on_key: Option<String>,
+    play_beep: Option<bool>,
+    transcribe: bool,
+    transcribe_callback: Option<String>,
+    recording_status_callback: Option<String>,
+}
+
+/// `<Redirect>`: continue with the TwiML at another URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redirect {
+    url: String,
+    method: Option<String>,
+}
+
+/// `<Reject>`: refuse the call without answering it (no charge for the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reject {
+    #[default]
+    Rejected,
+    Busy,
+}
+
+impl VoiceResponse {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn verbs(&self) -> &[Verb] {
+        &self.verbs
+    }
+
+    pub fn push(mut self, verb: Verb) -> Self {
+        self.verbs.push(verb);
+        self
+    }
+
+    pub fn say(self, say: Say) -> Self {
+        self.push(Verb::Say(say))
+    }
+    pub fn play(self, play: Play) -> Self {
+        self.push(Verb::Play(play))
+    }
+    pub fn pause(self, pause: Pause) -> Self {
+        self.push(Verb::Pause(pause))
+    }
+    pub fn gather(self, gather: Gather) -> Self {
+        self.push(Verb::Gather(gather))
+    }
+    pub fn dial(self, dial: Dial) -> Self {
+        self.push(Verb::Dial(dial))
+    }
+    pub fn record(self, record: Record) -> Self {
+        self.push(Verb::Record(record))
+    }
+    pub fn hangup(self) -> Self {
+        self.push(Verb::Hangup)
+    }
+    pub fn redirect(self, redirect: Redirect) -> Self {
+        self.push(Verb::Redirect(redirect))
+    }
+    pub fn reject(self, reject: Reject) -> Self {
+        self.push(Verb::Reject(reject))
+    }
+
+    /// The whole document, with the XML declaration.
+    pub fn to_xml(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for VoiceResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+        if self.verbs.is_empty() {
+            return f.write_str("<Response/>");
+        }
+        f.write_str("<Response>")?;
+        for verb in &self.verbs {
+            verb.write(f)?;
+        }
+        f.write_str("</Response>")
+    }
+}
+
+impl Say {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            language: None,
+            voice: None,
+            loops: None,
+        }
+    }
+    pub fn language(mut self, language: impl Into<String>) -> Self {
+        self.language = Some(language.into());
+        self
+    }
+    pub fn voice(mut self, voice: impl Into<String>) -> Self {
+        self.voice = Some(voice.into());
+        self
+    }
+    /// How many times to repeat; 0 repeats until the call ends.
+    pub fn loops(mut self, loops: u32) -> Self {
+        self.loops = Some(loops);
+        self
+    }
+}
+
+impl Play {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            loops: None,
+            digits: None,
+        }
+    }
+    /// Plays DTMF tones (`0-9`, `*`, `#`, `w` for a half-second wait) instead of a file.
+    pub fn digits(digits: impl Into<String>) -> Self {
+        Self {
+            url: None,
+            loops: None,
+            digits: Some(digits.into()),
+        }
+    }
+    pub fn loops(mut self, loops: u32) -> Self {
+        self.loops = Some(loops);
+        self
+    }
+}
+
+impl Pause {
+    pub fn new() -> Self {
+        Self { length: None }
+    }
+    pub fn seconds(length: u32) -> Self {
+        Self {
+            length: Some(length),
+        }
+    }
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gather {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn input(mut self, input: GatherInput) -> Self {
+        self.input = Some(input);
+        self
+    }
+    pub fn action(mut self, url: impl Into<String>) -> Self {
+        self.action = Some(url.into());
+        self
+    }
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+    pub fn timeout(mut self, seconds: u32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+    pub fn num_digits(mut self, digits: u32) -> Self {
+        self.num_digits = Some(digits);
+        self
+    }
+    pub fn finish_on_key(mut self, key: impl Into<String>) -> Self {
+        self.finish_on_key = Some(key.into());
+        self
+    }
+    /// Speech recognition language (e.g. `ja-JP`).
+    pub fn language(mut self, language: impl Into<String>) -> Self {
+        self.language = Some(language.into());
+        self
+    }
+    pub fn hints(mut self, hints: impl Into<String>) -> Self {
+        self.hints = Some(hints.into());
+        self
+    }
+    pub fn say(mut self, say: Say) -> Self {
+        self.prompts.push(Prompt::Say(say));
+        self
+    }
+    pub fn play(mut self, play: Play) -> Self {
+        self.prompts.push(Prompt::Play(play));
+        self
+    }
+    pub fn pause(mut self, pause: Pause) -> Self {
+        self.prompts.push(Prompt::Pause(pause));
+        self
+    }
+}
+
+impl Dial {
+    pub fn number(number: impl Into<String>) -> Self {
+        Self {
+            number: number.into(),
+            caller_id: None,
+            timeout: None,
+            action: None,
+            method: None,
+            time_limit: None,
+            record: None,
+        }
+    }
+    pub fn caller_id(mut self, caller_id: impl Into<String>) -> Self {
+        self.caller_id = Some(caller_id.into());
+        self
+    }
+    /// Seconds to ring before giving up (Twilio's default is 30).
+    pub fn timeout(mut self, seconds: u32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+    /// Where Twilio posts `DialCallStatus` when the dialled leg ends.
+    pub fn action(mut self, url: impl Into<String>) -> Self {
+        self.action = Some(url.into());
+        self
+    }
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+    pub fn time_limit(mut self, seconds: u32) -> Self {
+        self.time_limit = Some(seconds);
+        self
+    }
+    pub fn record(mut self, mode: impl Into<String>) -> Self {
+        self.record = Some(mode.into());
+        self
+    }
+}
+
+impl Record {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn action(mut self, url: impl Into<String>) -> Self {
+        self.action = Some(url.into());
+        self
+    }
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+    pub fn max_length(mut self, seconds: u32) -> Self {
+        self.max_length = Some(seconds);
+        self
+    }
+    /// Seconds of silence that end the recording.
+    pub fn timeout(mut self, seconds: u32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+    pub fn finish_on_key(mut self, key: impl Into<String>) -> Self {
+        self.finish_on_key = Some(key.into());
+        self
+    }
+    pub fn play_beep(mut self, beep: bool) -> Self {
+        self.play_beep = Some(beep);
+        self
+    }
+    pub fn transcribe(mut self, transcribe: bool) -> Self {
+        self.transcribe = transcribe;
+        self
+    }
+    pub fn transcribe_callback(mut self, url: impl Into<String>) -> Self {
+        self.transcribe_callback = Some(url.into());
+        self
+    }
+    pub fn recording_status_callback(mut self, url: impl Into<String>) -> Self {
+        self.recording_status_callback = Some(url.into());
+        self
+    }
+}
+
+impl Redirect {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            method: None,
+        }
+    }
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+}
+
+impl GatherInput {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Dtmf => "dtmf",
+            Self::Speech => "speech",
+            Self::DtmfSpeech => "dtmf speech",
+        }
+    }
+}
+
+impl Verb {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self {
+            Verb::Say(say) => say.write(out),
+            Verb::Play(play) => play.write(out),
+            Verb::Pause(pause) => pause.write(out),
+            Verb::Gather(gather) => gather.write(out),
+            Verb::Dial(dial) => dial.write(out),
+            Verb::Record(record) => record.write(out),
+            Verb::Hangup => out.write_str("<Hangup/>"),
+            Verb::Redirect(r) => element(
+                out,
+                "Redirect",
+                &[("method", r.method.as_deref().map(Cow::Borrowed))],
+                Some(&r.url),
+            ),
+            Verb::Reject(reason) => {
+                let reason = match reason {
+                    Reject::Rejected => "rejected",
+                    Reject::Busy => "busy",
+                };
+                element(out, "Reject", &[("reason", Some(reason.into()))], None)
+            }
+        }
+    }
+}
+
+impl Say {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        element(
+            out,
+            "Say",
+            &[
+                ("language", self.language.as_deref().map(Cow::Borrowed)),
+                ("voice", self.voice.as_deref().map(Cow::Borrowed)),
+                ("loop", self.loops.map(number)),
+            ],
+            Some(&self.text),
+        )
+    }
+}
+
+impl Play {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        element(
+            out,
+            "Play",
+            &[
+                ("loop", self.loops.map(number)),
+                ("digits", self.digits.as_deref().map(Cow::Borrowed)),
+            ],
+            self.url.as_deref(),
+        )
+    }
+}
+
+impl Pause {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        element(out, "Pause", &[("length", self.length.map(number))], None)
+    }
+}
+
+impl Gather {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        let attrs = [
+            ("input", self.input.map(|i| i.as_str().into())),
+            ("action", self.action.as_deref().map(Cow::Borrowed)),
+            ("method", self.method.as_deref().map(Cow::Borrowed)),
+            ("timeout", self.timeout.map(number)),
+            ("numDigits", self.num_digits.map(number)),
+            (
+                "finishOnKey",
+                self.finish_on_key.as_deref().map(Cow::Borrowed),
+            ),
+            ("language", self.language.as_deref().map(Cow::Borrowed)),
+            ("hints", self.hints.as_deref().map(Cow::Borrowed)),
+        ];
+        if self.prompts.is_empty() {
+            return element(out, "Gather", &attrs, None);
+        }
+        open_tag(out, "Gather", &attrs)?;
+        out.write_char('>')?;
+        for prompt in &self.prompts {
+            match prompt {
+                Prompt::Say(say) => say.write(out)?,
+                Prompt::Play(play) => play.write(out)?,
+                Prompt::Pause(pause) => pause.write(out)?,
+            }
+        }
+        out.write_str("</Gather>")
+    }
+}
+
+impl Dial {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        element(
+            out,
+            "Dial",
+            &[
+                ("callerId", self.caller_id.as_deref().map(Cow::Borrowed)),
+                ("timeout", self.timeout.map(number)),
+                ("action", self.action.as_deref().map(Cow::Borrowed)),
+                ("method", self.method.as_deref().map(Cow::Borrowed)),
+                ("timeLimit", self.time_limit.map(number)),
+                ("record", self.record.as_deref().map(Cow::Borrowed)),
+            ],
+            Some(&self.number),
+        )
+    }
+}
+
+impl Record {
+    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        element(
+            out,
+            "Record",
+            &[
+                ("action", self.action.as_deref().map(Cow::Borrowed)),
+                ("method", self.method.as_deref().map(Cow::Borrowed)),
+                ("maxLength", self.max_length.map(number)),
+                ("timeout", self.timeout.map(number)),
+                (
+                    "finishOnKey",
+                    self.finish_on_key.as_deref().map(Cow::Borrowed),
+                ),
+                ("playBeep", self.play_beep.map(|b| b.to_string().into())),
+                ("transcribe", self.transcribe.then_some("true".into())),
+                (
+                    "transcribeCallback",
+                    self.transcribe_callback.as_deref().map(Cow::Borrowed),
+                ),
+                (
+                    "recordingStatusCallback",
+                    self.recording_status_callback.as_deref().map(Cow::Borrowed),
+                ),
+            ],
+            None,
+        )
+    }
+}
+
+fn number(n: u32) -> Cow<'static, str> {
+    Cow::Owned(n.to_string())
+}
+
+type Attr<'a> = (&'static str, Option<Cow<'a, str>>);
+
+fn open_tag(out: &mut impl fmt::Write, name: &str, attrs: &[Attr<'_>]) -> fmt::Result {
+    write!(out, "<{name}")?;
+    for (key, value) in attrs {
+        if let Some(value) = value {
+            write!(out, " {key}=\"{}\"", xml_safe(value))?;
+        }
+    }
+    Ok(())
+}
+
+fn element(
+    out: &mut impl fmt::Write,
+    name: &str,
+    attrs: &[Attr<'_>],
+    text: Option<&str>,
+) -> fmt::Result {
+    open_tag(out, name, attrs)?;
+    match text {
+        Some(text) => write!(out, ">{}</{name}>", xml_safe(text)),
+        None => out.write_str("/>"),
+    }
+}
+
+/// Escapes the five XML specials and drops the characters XML 1.0 does not allow at all
+/// (C0 controls except tab/newline/carriage return, U+FFFE, U+FFFF): one such character would
+/// make the whole document unparsable and Twilio would play its error message.
+fn xml_safe(raw: &str) -> Cow<'_, str> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    };
+    if raw.chars().all(allowed) {
+        quick_xml::escape::escape(raw)
+    } else {
+        let cleaned: String = raw.chars().filter(|&c| allowed(c)).collect();
+        Cow::Owned(quick_xml::escape::escape(cleaned).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+
+    #[test]
+    fn empty_response_is_one_document() {
+        assert_eq!(VoiceResponse::new().to_xml(), format!("{DECL}<Response/>"));
+    }
+
+    #[test]
+    fn renders_twilio_demo_voice_xml() {
+        let xml = VoiceResponse::new()
+            .say(Say::new("Thanks for trying our documentation. Enjoy!").voice("alice"))
+            .play(Play::new("https://demo.twilio.com/docs/classic.mp3"))
+            .to_xml();
+        assert_eq!(
+            xml,
+            format!(
+                "{DECL}<Response><Say voice=\"alice\">Thanks for trying our documentation. Enjoy!</Say>\
+                 <Play>https://demo.twilio.com/docs/classic.mp3</Play></Response>"
+            )
+        );
+    }
+
+    #[test]
+    fn renders_every_verb_with_attributes() {
+        let xml = VoiceResponse::new()
+            .say(
+                Say::new("こんにちは")
+                    .language("ja-JP")
+                    .voice("Polly.Mizuki")
+                    .loops(2),
+            )
+            .play(Play::new("https://example.com/a.mp3").loops(0))
+            .play(Play::digits("1w2"))
+            .pause(Pause::seconds(2))
+            .gather(
+                Gather::new()
+                    .input(GatherInput::DtmfSpeech)
+                    .action("https://example.com/menu")
+                    .method("POST")
+                    .timeout(5)
+                    .num_digits(1)
+                    .finish_on_key("#")
+                    .language("ja-JP")
+                    .hints("はい,いいえ")
+                    .say(Say::new("1を押してください"))
+                    .pause(Pause::new())
+                    .play(Play::new("https://example.com/b.mp3")),
+            )
+            .dial(
+                Dial::number("+81312345678")
+                    .caller_id("+81300000000")
+                    .timeout(20)
+                    .action("https://example.com/dial")
+                    .method("POST")
+                    .time_limit(600)
+                    .record("record-from-answer"),
+            )
+            .record(
+                Record::new()
+                    .action("https://example.com/vm")
+                    .max_length(120)
+                    .timeout(5)
+                    .finish_on_key("#")
+                    .play_beep(true)
+                    .recording_status_callback("https://example.com/rec"),
+            )
+            .redirect(Redirect::new("https://example.com/voice").method("POST"))
+            .reject(Reject::Busy)
+            .hangup()
+            .to_xml();
+        let expected = concat!(
+            r#"<Response>"#,
+            r#"<Say language="ja-JP" voice="Polly.Mizuki" loop="2">こんにちは</Say>"#,
+            r#"<Play loop="0">https://example.com/a.mp3</Play>"#,
+            r#"<Play digits="1w2"/>"#,
+            r#"<Pause length="2"/>"#,
+            r##"<Gather input="dtmf speech" action="https://example.com/menu" method="POST" timeout="5" numDigits="1" finishOnKey="#" language="ja-JP" hints="はい,いいえ">"##,
+            r#"<Say>1を押してください</Say><Pause/><Play>https://example.com/b.mp3</Play></Gather>"#,
+            r#"<Dial callerId="+81300000000" timeout="20" action="https://example.com/dial" method="POST" timeLimit="600" record="record-from-answer">+81312345678</Dial>"#,
+            r##"<Record action="https://example.com/vm" maxLength="120" timeout="5" finishOnKey="#" playBeep="true" recordingStatusCallback="https://example.com/rec"/>"##,
+            r#"<Redirect method="POST">https://example.com/voice</Redirect>"#,
+            r#"<Reject reason="busy"/>"#,
+            r#"<Hangup/>"#,
+            r#"</Response>"#,
+        );
+        assert_eq!(xml, format!("{DECL}{expected}"));
+    }
+
+    #[test]
+    fn record_transcription_is_off_unless_asked() {
+        let off = VoiceResponse::new().record(Record::new()).to_xml();
+        assert!(off.ends_with("<Response><Record/></Response>"), "{off}");
+        let on = VoiceResponse::new()
+            .record(
+                Record::new()
+                    .transcribe(true)
+                    .transcribe_callback("https://e.com/t"),
+            )
+            .to_xml();
+        assert!(on.contains(r#"<Record transcribe="true" transcribeCallback="https://e.com/t"/>"#));
+    }
+
+    #[test]
+    fn text_cannot_inject_verbs() {
+        let evil = r#"</Say><Dial>+19005550000</Dial><Say a="'&"#;
+        let xml = VoiceResponse::new()
+            .say(Say::new(evil).voice(r#""><Dial>+1900</Dial>"#))
+            .to_xml();
+        assert!(!xml.contains("<Dial>"), "{xml}");
+        assert!(xml.contains(
+            "&lt;/Say&gt;&lt;Dial&gt;+19005550000&lt;/Dial&gt;&lt;Say a=&quot;&apos;&amp;"
+        ));
+        assert!(xml.contains(r#"voice="&quot;&gt;&lt;Dial&gt;+1900&lt;/Dial&gt;""#));
+    }
+
+    #[test]
+    fn forbidden_xml_characters_are_removed() {
+        let xml = VoiceResponse::new()
+            .say(Say::new(
+                "a\u{0}b\u{8}c\u{b}\u{c}d\u{1f}e\tf\ng\u{fffe}h\u{ffff}i",
+            ))
+            .to_xml();
+        assert!(xml.contains("<Say>abcde\tf\nghi</Say>"), "{xml:?}");
+        let cr = VoiceResponse::new().say(Say::new("a\rb")).to_xml();
+        assert!(cr.contains("<Say>a&#13;b</Say>"), "{cr:?}");
+    }
+}

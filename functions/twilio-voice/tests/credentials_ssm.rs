@@ -1,0 +1,138 @@
+//! The credentials module against the real aws-sdk-ssm: on `moto_server` for the wire, and with
+//! aws-smithy-mocks where the test needs to count calls or inject SDK faults.
+
+use std::time::Duration;
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{mock, mock_client};
+use twilio_voice::credentials::{
+    ApiAuthSpec, ApiCredentialSpec, CredentialStore, CredentialsError, WebhookTokenSpec,
+};
+use twilio_voice::testing;
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn reads_secure_strings_from_moto_in_one_call() {
+    let moto = testing::moto_server();
+    let ssm = testing::ssm_client(&moto.url()).await;
+    testing::put_secure(&ssm, "/twilio/auth-token", "current-token").await;
+    testing::put_secure(&ssm, "/twilio/previous-auth-token", "previous-token").await;
+
+    let store = CredentialStore::new(
+        ssm.clone(),
+        WebhookTokenSpec {
+            auth_token: "/twilio/auth-token".into(),
+            previous_auth_token: Some("/twilio/previous-auth-token".into()),
+        },
+        Duration::from_secs(300),
+    );
+    let tokens = store.get().await.expect("tokens from moto");
+    assert_eq!(tokens.current.expose(), "current-token");
+    assert_eq!(
+        tokens.previous.as_ref().map(|t| t.expose()),
+        Some("previous-token")
+    );
+
+    // A rotation in SSM is seen after an explicit refresh, not before.
+    testing::put_secure(&ssm, "/twilio/auth-token", "rotated-token").await;
+    assert_eq!(store.get().await.unwrap().current.expose(), "current-token");
+    assert_eq!(
+        store.refresh().await.unwrap().current.expose(),
+        "rotated-token"
+    );
+
+    testing::put_secure(&ssm, "/twilio/account-sid", SID).await;
+    let api = CredentialStore::new(
+        ssm,
+        ApiCredentialSpec {
+            account_sid: "/twilio/account-sid".into(),
+            auth: ApiAuthSpec::AuthToken("/twilio/auth-token".into()),
+        },
+        Duration::from_secs(300),
+    );
+    let creds = api.get().await.unwrap();
+    assert_eq!(
+        (creds.account_sid.as_str(), creds.password.expose()),
+        (SID, "rotated-token")
+    );
+}
+
+#[tokio::test]
+async fn unknown_parameters_are_a_fatal_error_naming_them() {
+    let moto = testing::moto_server();
+    let ssm = testing::ssm_client(&moto.url()).await;
+    testing::put_secure(&ssm, "/twilio/auth-token", "t").await;
+    let store = CredentialStore::new(
+        ssm,
+        WebhookTokenSpec {
+            auth_token: "/twilio/auth-token".into(),
+            previous_auth_token: Some("/twilio/not-there".into()),
+        },
+        Duration::from_secs(300),
+    );
+    match store.get().await {
+        Err(CredentialsError::MissingParameters(names)) => assert_eq!(names, ["/twilio/not-there"]),
+        other => panic!("expected MissingParameters, got {other:?}"),
+    }
+}
+
+fn output(value: &'static str) -> GetParametersOutput {
+    GetParametersOutput::builder()
+        .parameters(Parameter::builder().name("/t").value(value).build())
+        .build()
+}
+
+fn spec() -> WebhookTokenSpec {
+    WebhookTokenSpec {
+        auth_token: "/t".into(),
+        previous_auth_token: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn caches_for_the_ttl_then_fetches_again() {
+    let rule = mock!(Client::get_parameters)
+        .match_requests(|r| r.with_decryption() == Some(true) && r.names() == ["/t"])
+        .sequence()
+        .output(|| output("first"))
+        .output(|| output("second"))
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, [&rule]);
+    let store = CredentialStore::new(ssm, spec(), Duration::from_secs(300));
+
+    for _ in 0..3 {
+        assert_eq!(store.get().await.unwrap().current.expose(), "first");
+    }
+    assert_eq!(
+        rule.num_calls(),
+        1,
+        "one GetParameters per execution environment"
+    );
+
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert_eq!(store.get().await.unwrap().current.expose(), "first");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(store.get().await.unwrap().current.expose(), "second");
+    assert_eq!(rule.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn sdk_failures_are_unavailable_and_name_no_secret() {
+    let rule = mock!(Client::get_parameters).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+            aws_smithy_types::body::SdkBody::from(
+                r#"{"__type":"AccessDeniedException","message":"not allowed to decrypt"}"#,
+            ),
+        )
+    });
+    let ssm = mock_client!(aws_sdk_ssm, [&rule]);
+    let store = CredentialStore::new(ssm, spec(), Duration::from_secs(300));
+    match store.get().await {
+        Err(CredentialsError::Unavailable(msg)) => assert!(msg.contains("AccessDenied"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
