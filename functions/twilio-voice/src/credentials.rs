@@ -235,6 +235,22 @@ impl<S: CredentialSpec> CredentialStore<S> {
         self.fetch_into(&mut cached).await
     }
 
+    /// Fetches again unless the cached credentials are younger than `min_age`; `None` when they
+    /// are. For a signature that fails with the cached token: the token may have just been
+    /// rotated, but a stream of forged requests must not become a stream of SSM calls.
+    pub async fn refresh_if_older(
+        &self,
+        min_age: Duration,
+    ) -> Result<Option<Arc<S::Output>>, CredentialsError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((fetched, _)) = cached.as_ref()
+            && fetched.elapsed() < min_age
+        {
+            return Ok(None);
+        }
+        self.fetch_into(&mut cached).await.map(Some)
+    }
+
     async fn fetch_into(
         &self,
         cached: &mut Option<(Instant, Arc<S::Output>)>,

@@ -119,6 +119,29 @@ async fn caches_for_the_ttl_then_fetches_again() {
     assert_eq!(rule.num_calls(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn refresh_if_older_limits_how_often_ssm_is_asked() {
+    let rule = mock!(Client::get_parameters)
+        .sequence()
+        .output(|| output("first"))
+        .output(|| output("second"))
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, [&rule]);
+    let store = CredentialStore::new(ssm, spec(), Duration::from_secs(300));
+    store.get().await.unwrap();
+    let min_age = Duration::from_secs(60);
+    assert!(store.refresh_if_older(min_age).await.unwrap().is_none());
+    assert_eq!(rule.num_calls(), 1);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let fresh = store
+        .refresh_if_older(min_age)
+        .await
+        .unwrap()
+        .expect("refreshed");
+    assert_eq!(fresh.current.expose(), "second");
+    assert_eq!(rule.num_calls(), 2);
+}
+
 #[tokio::test]
 async fn sdk_failures_are_unavailable_and_name_no_secret() {
     let rule = mock!(Client::get_parameters).then_http_response(|| {

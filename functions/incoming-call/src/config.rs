@@ -1,0 +1,156 @@
+//! Start-up configuration, read once from the environment. A missing or malformed setting
+//! stops the function at INIT with the setting's name.
+
+use twilio_voice::credentials::WebhookTokenSpec;
+
+/// Where the call flow comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowSource {
+    /// `CALL_FLOW`: the JSON document itself.
+    Inline(String),
+    /// `CALL_FLOW_PARAMETER`: the name of an SSM parameter holding the JSON document.
+    Parameter(String),
+    /// Neither: the built-in demo flow.
+    BuiltIn,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tokens: WebhookTokenSpec,
+    /// Scheme and host (and optional path prefix) Twilio calls, when it is not the Function URL
+    /// itself (a custom domain or a proxy).
+    pub public_base_url: Option<String>,
+    pub flow: FlowSource,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required setting {0}")]
+    Missing(&'static str),
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let auth_token = get("TWILIO_AUTH_TOKEN_PARAMETER")
+            .ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN_PARAMETER"))?;
+        let previous_auth_token = get("TWILIO_PREVIOUS_AUTH_TOKEN_PARAMETER");
+        let public_base_url = get("PUBLIC_BASE_URL")
+            .map(|raw| {
+                let url = url::Url::parse(&raw).map_err(|e| ConfigError::Invalid {
+                    name: "PUBLIC_BASE_URL",
+                    reason: e.to_string(),
+                })?;
+                if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
+                    return Err(ConfigError::Invalid {
+                        name: "PUBLIC_BASE_URL",
+                        reason: "expected http(s)://host[/prefix] without a query".into(),
+                    });
+                }
+                Ok(raw.trim_end_matches('/').to_owned())
+            })
+            .transpose()?;
+        let flow = match (get("CALL_FLOW"), get("CALL_FLOW_PARAMETER")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "CALL_FLOW",
+                    reason: "set CALL_FLOW or CALL_FLOW_PARAMETER, not both".into(),
+                });
+            }
+            (Some(json), None) => FlowSource::Inline(json),
+            (None, Some(name)) => FlowSource::Parameter(name),
+            (None, None) => FlowSource::BuiltIn,
+        };
+        Ok(Self {
+            tokens: WebhookTokenSpec {
+                auth_token,
+                previous_auth_token,
+            },
+            public_base_url,
+            flow,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn auth_token_parameter_is_required() {
+        assert_eq!(
+            config(&[]).unwrap_err(),
+            ConfigError::Missing("TWILIO_AUTH_TOKEN_PARAMETER")
+        );
+        assert_eq!(
+            config(&[("TWILIO_AUTH_TOKEN_PARAMETER", " ")]).unwrap_err(),
+            ConfigError::Missing("TWILIO_AUTH_TOKEN_PARAMETER")
+        );
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let c = config(&[
+            ("TWILIO_AUTH_TOKEN_PARAMETER", "/t"),
+            ("TWILIO_PREVIOUS_AUTH_TOKEN_PARAMETER", "/p"),
+            ("PUBLIC_BASE_URL", "https://voice.example.com/"),
+            ("CALL_FLOW_PARAMETER", "/flow"),
+        ])
+        .unwrap();
+        assert_eq!(c.tokens.auth_token, "/t");
+        assert_eq!(c.tokens.previous_auth_token.as_deref(), Some("/p"));
+        assert_eq!(
+            c.public_base_url.as_deref(),
+            Some("https://voice.example.com")
+        );
+        assert_eq!(c.flow, FlowSource::Parameter("/flow".into()));
+        let c = config(&[("TWILIO_AUTH_TOKEN_PARAMETER", "/t")]).unwrap();
+        assert_eq!((c.flow, c.public_base_url), (FlowSource::BuiltIn, None));
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_malformed_settings() {
+        let both = config(&[
+            ("TWILIO_AUTH_TOKEN_PARAMETER", "/t"),
+            ("CALL_FLOW", "{}"),
+            ("CALL_FLOW_PARAMETER", "/f"),
+        ]);
+        assert!(matches!(
+            both,
+            Err(ConfigError::Invalid {
+                name: "CALL_FLOW",
+                ..
+            })
+        ));
+        for bad in ["voice.example.com", "ftp://x", "https://x/?a=1"] {
+            let c = config(&[
+                ("TWILIO_AUTH_TOKEN_PARAMETER", "/t"),
+                ("PUBLIC_BASE_URL", bad),
+            ]);
+            assert!(
+                matches!(
+                    c,
+                    Err(ConfigError::Invalid {
+                        name: "PUBLIC_BASE_URL",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
