@@ -19,8 +19,10 @@ $(VENV)/.installed: .ci/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-$(NODE_MODULES)/.installed: .ci/package.json .ci/package-lock.json
+$(NODE_MODULES)/.installed: .ci/package.json .ci/package-lock.json .ci/prism_spec.py
 	cd .ci && npm ci --no-audit --no-fund --loglevel=error
+	python3 .ci/prism_spec.py $(NODE_MODULES)/@twilio-alpha/mcp/twilio-oai/spec/json/twilio_api_v2010.json \
+		$(NODE_MODULES)/twilio_api_v2010.prism.json
 	touch $@
 
 lint:

@@ -235,10 +235,12 @@ impl TwilioError {
             code: Option<u32>,
             message: Option<String>,
             more_info: Option<String>,
+            // RFC 7807 problem documents (proxies, API stand-ins) explain themselves here.
+            detail: Option<String>,
         }
         let raw: Option<Raw> = serde_json::from_slice(body).ok();
         let (code, message, more_info) = match raw {
-            Some(r) => (r.code, r.message, r.more_info),
+            Some(r) => (r.code, r.message.or(r.detail), r.more_info),
             None => (None, None, None),
         };
         Self {

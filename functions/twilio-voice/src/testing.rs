@@ -79,9 +79,10 @@ pub fn moto_server() -> StandIn {
     spawn(command, port, "moto_server", Duration::from_secs(30))
 }
 
-/// The Twilio API v2010 OpenAPI document shipped in `@twilio-alpha/mcp`.
+/// Twilio's API v2010 OpenAPI document (from `@twilio-alpha/mcp`) as Prism serves it: see
+/// `.ci/prism_spec.py` for the one default it writes out.
 pub fn twilio_api_spec() -> PathBuf {
-    tool(".ci/node_modules/@twilio-alpha/mcp/twilio-oai/spec/json/twilio_api_v2010.json")
+    tool(".ci/node_modules/twilio_api_v2010.prism.json")
 }
 
 /// Prism mocking Twilio's API from its own spec: off-spec requests get 422.

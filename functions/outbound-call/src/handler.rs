@@ -1,0 +1,217 @@
+//! One handler for three ways in. An HTTP API request (payload 2.0, it carries
+//! `requestContext`) is answered with an HTTP response; a direct invoke or a schedule's input is
+//! the call event itself and gets the created call, or an error whose type says whether an
+//! automated retry is safe.
+
+use base64::Engine as _;
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::aws_lambda_events::encodings::Body;
+use lambda_http::http::{HeaderValue, Method, header};
+use lambda_runtime::Diagnostic;
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+use twilio_voice::calls::{CallCreated, CallError, CallRequest, CallsClient};
+use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsError};
+use twilio_voice::phone::{AllowList, PhoneNumber};
+
+use crate::event::{CallEvent, EventError};
+
+/// What the function holds between invocations.
+pub struct App {
+    pub calls: CallsClient,
+    pub credentials: CredentialStore<ApiCredentialSpec>,
+    pub from: Option<PhoneNumber>,
+    pub allowed_destinations: AllowList,
+}
+
+/// Whether the same event may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached Twilio, or Twilio did not process it: trying again cannot dial twice.
+    Safe,
+    /// Trying again will fail the same way until the event or configuration changes.
+    Useless,
+    /// The call may exist: never retry blindly.
+    Unsafe,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("invalid call event, nothing sent: {0}")]
+    Event(#[from] EventError),
+    #[error("Twilio credentials unavailable, nothing sent: {0}")]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+impl OutboundError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Event(_) => Retry::Useless,
+            Self::Credentials(CredentialsError::Unavailable(_)) => Retry::Safe,
+            Self::Credentials(_) => Retry::Useless,
+            Self::Call(CallError::RateLimited { .. } | CallError::Unreachable(_)) => Retry::Safe,
+            Self::Call(CallError::Rejected(_) | CallError::Authentication(_)) => Retry::Useless,
+            Self::Call(CallError::OutcomeUnknown(_)) => Retry::Unsafe,
+        }
+    }
+
+    /// `Retryable.*`, `NonRetryable.*` or `OutcomeUnknown.*`: the Lambda error type, also used in
+    /// HTTP error bodies.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Event(_) => "NonRetryable.InvalidEvent",
+            Self::Credentials(CredentialsError::Unavailable(_)) => {
+                "Retryable.CredentialsUnavailable"
+            }
+            Self::Credentials(_) => "NonRetryable.CredentialsMisconfigured",
+            Self::Call(CallError::RateLimited { .. }) => "Retryable.RateLimited",
+            Self::Call(CallError::Unreachable(_)) => "Retryable.TwilioUnreachable",
+            Self::Call(CallError::Rejected(_)) => "NonRetryable.TwilioRejected",
+            Self::Call(CallError::Authentication(_)) => "NonRetryable.TwilioAuthentication",
+            Self::Call(CallError::OutcomeUnknown(_)) => "OutcomeUnknown.CallMayExist",
+        }
+    }
+
+    fn http_status(&self) -> i64 {
+        match self {
+            Self::Event(_) => 400,
+            Self::Call(CallError::Rejected(_)) => 422,
+            Self::Credentials(CredentialsError::Unavailable(_))
+            | Self::Call(CallError::RateLimited { .. } | CallError::Unreachable(_)) => 503,
+            Self::Credentials(_) => 500,
+            Self::Call(CallError::Authentication(_) | CallError::OutcomeUnknown(_)) => 502,
+        }
+    }
+
+    fn twilio_code(&self) -> Option<u32> {
+        match self {
+            Self::Call(e) => e.twilio_code(),
+            _ => None,
+        }
+    }
+}
+
+impl From<OutboundError> for Diagnostic {
+    fn from(e: OutboundError) -> Self {
+        Diagnostic {
+            error_type: e.error_type().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The function's entry: recognises the trigger and shapes the answer for it.
+pub async fn handle(event: Value, app: &App) -> Result<Value, OutboundError> {
+    if event.get("requestContext").is_some() {
+        let response = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
+            Ok(request) => handle_http(request, app).await,
+            Err(e) => error_response(&OutboundError::Event(EventError::Json(e.to_string()))),
+        };
+        return Ok(serde_json::to_value(response).expect("a response serializes"));
+    }
+    let created = place(CallEvent::from_value(event)?, app).await?;
+    Ok(json!({"call_sid": created.sid, "status": created.status}))
+}
+
+async fn handle_http(request: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2httpResponse {
+    if request.request_context.http.method != Method::POST {
+        return respond(
+            405,
+            json!({"error": {"type": "NonRetryable.MethodNotAllowed", "message": "POST a call event"}}),
+        );
+    }
+    let body = request.body.unwrap_or_default();
+    let bytes = if request.is_base64_encoded {
+        match base64::engine::general_purpose::STANDARD.decode(&body) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return error_response(&EventError::Json("body is not valid base64".into()).into());
+            }
+        }
+    } else {
+        body.into_bytes()
+    };
+    let result = match CallEvent::from_json(&bytes) {
+        Ok(event) => place(event, app).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(created) => respond(
+            201,
+            json!({"call_sid": created.sid, "status": created.status}),
+        ),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Validates the event, then places exactly one call. A 20003 answer re-reads the credentials
+/// once (they may have just been rotated) and tries once more: 401 means nothing was processed.
+pub async fn place(event: CallEvent, app: &App) -> Result<CallCreated, OutboundError> {
+    let request = event
+        .into_request(app.from.as_ref(), &app.allowed_destinations)
+        .inspect_err(|e| {
+            warn!(error = %e, "call event refused; nothing sent");
+        })?;
+    let result = create(&request, app).await;
+    match &result {
+        Ok(created) => {
+            info!(call_sid = %created.sid, status = %created.status, to = %request.to, "call placed")
+        }
+        Err(e) => log_failure(e, &request),
+    }
+    result
+}
+
+async fn create(request: &CallRequest, app: &App) -> Result<CallCreated, OutboundError> {
+    let credentials = app.credentials.get().await?;
+    match app.calls.create(&credentials, request).await {
+        Err(CallError::Authentication(first)) => {
+            warn!(code = ?first.code, "Twilio refused the credentials; reading them again from SSM once");
+            let fresh = app.credentials.refresh().await?;
+            Ok(app.calls.create(&fresh, request).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn log_failure(e: &OutboundError, request: &CallRequest) {
+    let error_type = e.error_type();
+    match e.retry() {
+        Retry::Unsafe => {
+            error!(error_type, error = %e, to = %request.to, "call outcome unknown; not retried")
+        }
+        Retry::Safe | Retry::Useless => {
+            warn!(error_type, error = %e, to = %request.to, "call not placed")
+        }
+    }
+}
+
+fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
+    let mut error = json!({
+        "type": e.error_type(),
+        "message": e.to_string(),
+        "retry_safe": e.retry() != Retry::Unsafe,
+        "retry": match e.retry() {
+            Retry::Safe => "safe",
+            Retry::Useless => "pointless",
+            Retry::Unsafe => "unsafe",
+        },
+    });
+    if let Some(code) = e.twilio_code() {
+        error["twilio_code"] = json!(code);
+    }
+    respond(e.http_status(), json!({ "error": error }))
+}
+
+fn respond(status: i64, body: Value) -> ApiGatewayV2httpResponse {
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = status;
+    response.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.body = Some(Body::Text(body.to_string()));
+    response
+}

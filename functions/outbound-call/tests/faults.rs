@@ -1,0 +1,603 @@
+//! The outbound function against an HTTP mock of Twilio (wiremock) with injected faults, SSM as
+//! aws-smithy-mocks. What matters: exactly one call where one is due, never a second request
+//! after an ambiguous failure, and nothing sent for a bad event.
+
+use std::time::Duration;
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use outbound_call::config::Config;
+use outbound_call::event::CallEvent;
+use outbound_call::handler::{App, OutboundError, Retry, handle};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use twilio_voice::calls::{CallError, HttpTimeouts, RetryPolicy};
+use twilio_voice::testing;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "test-auth-token-not-a-secret";
+const CALLS_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
+
+fn created() -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({
+        "sid": "CA0123456789abcdef0123456789abcdef", "status": "queued",
+        "queue_time": "0", "to": "+819012345678", "from": "+15005550006"
+    }))
+}
+
+fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "code": code, "message": message,
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status
+    }))
+}
+
+fn ssm_rule(token: &'static str) -> Rule {
+    mock!(Client::get_parameters)
+        .match_requests(|r| r.with_decryption() == Some(true))
+        .then_output(move || {
+            GetParametersOutput::builder()
+                .parameters(
+                    Parameter::builder()
+                        .name("/twilio/account-sid")
+                        .value(SID)
+                        .build(),
+                )
+                .parameters(
+                    Parameter::builder()
+                        .name("/twilio/auth-token")
+                        .value(token)
+                        .build(),
+                )
+                .build()
+        })
+}
+
+async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
+    let vars = [
+        ("TWILIO_ACCOUNT_SID_PARAMETER", "/twilio/account-sid"),
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
+        ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
+        ("TWILIO_API_BASE_URL", base_url),
+    ];
+    let config = Config::from_lookup(|n| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap();
+    let timeouts = HttpTimeouts {
+        connect: Duration::from_secs(1),
+        total: total_timeout,
+    };
+    let retry = RetryPolicy {
+        attempts: 5,
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+    };
+    App::init_with(config, ssm, timeouts, retry)
+        .await
+        .expect("app starts")
+}
+
+async fn app(server: &MockServer) -> App {
+    let rule = ssm_rule(TOKEN);
+    app_for(
+        &server.uri(),
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        Duration::from_secs(2),
+    )
+    .await
+}
+
+fn event(name: &str) -> Value {
+    let path = testing::repo_root().join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Requests that reached the Calls endpoint (the INIT warm-up is a HEAD elsewhere).
+async fn calls_received(server: &MockServer) -> Vec<wiremock::Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == CALLS_PATH)
+        .collect()
+}
+
+fn form(request: &wiremock::Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(&request.body).into_owned().collect()
+}
+
+#[tokio::test]
+async fn each_sample_event_sends_one_correct_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(created())
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+
+    let out = handle(event("outbound-call-say-ja.json"), &app)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"call_sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"})
+    );
+    let received = calls_received(&server).await;
+    assert_eq!(received.len(), 1);
+    let auth = received[0]
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    use base64::Engine as _;
+    assert_eq!(
+        auth,
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{SID}:{TOKEN}"))
+        )
+    );
+    assert_eq!(
+        form(&received[0]),
+        [
+            ("To".to_owned(), "+819012345678".to_owned()),
+            ("From".to_owned(), "+15005550006".to_owned()),
+            (
+                "Twiml".to_owned(),
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say language="ja-JP" voice="Polly.Mizuki" loop="2">こちらは監視システムです。本番サーバーが応答していません。至急確認してください。</Say></Response>"#.to_owned()
+            ),
+            ("Timeout".to_owned(), "45".to_owned()),
+            ("Record".to_owned(), "false".to_owned()),
+        ]
+    );
+
+    handle(event("outbound-call-url.json"), &app).await.unwrap();
+    let received = calls_received(&server).await;
+    let url_form = form(&received[1]);
+    let events: Vec<&str> = url_form
+        .iter()
+        .filter(|(k, _)| k == "StatusCallbackEvent")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["initiated", "ringing", "answered", "completed"],
+        "repeated, never comma-joined"
+    );
+    assert!(url_form.contains(&(
+        "Url".into(),
+        "https://demo.twilio.com/docs/voice.xml".into()
+    )));
+
+    handle(event("outbound-call-twiml.json"), &app)
+        .await
+        .unwrap();
+    handle(event("outbound-call-schedule.json"), &app)
+        .await
+        .unwrap();
+    assert_eq!(calls_received(&server).await.len(), 4);
+}
+
+#[tokio::test]
+async fn http_api_event_gets_201_and_bad_body_400() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(created())
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+
+    let out = handle(event("outbound-call-http-api.json"), &app)
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 201);
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"call_sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"})
+    );
+
+    let mut bad = event("outbound-call-http-api.json");
+    bad["body"] = json!(r#"{"to": "+449012345678", "say": "hi"}"#);
+    let out = handle(bad, &app).await.unwrap();
+    assert_eq!(out["statusCode"], 400);
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["type"], "NonRetryable.InvalidEvent");
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("9012345678"),
+        "number masked"
+    );
+
+    let mut get = event("outbound-call-http-api.json");
+    get["requestContext"]["http"]["method"] = json!("GET");
+    assert_eq!(handle(get, &app).await.unwrap()["statusCode"], 405);
+    assert_eq!(
+        calls_received(&server).await.len(),
+        1,
+        "only the valid request reached Twilio"
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_three_times_then_created_places_exactly_one_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(429, 20429, "Too Many Requests"))
+        .up_to_n_times(3)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(created())
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let out = handle(event("outbound-call-url.json"), &app).await.unwrap();
+    assert_eq!(out["call_sid"], "CA0123456789abcdef0123456789abcdef");
+    assert_eq!(
+        calls_received(&server).await.len(),
+        4,
+        "three refused attempts and one call"
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_every_time_gives_up_retry_safe() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(429, 20429, "Too Many Requests"))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Retryable.RateLimited");
+    assert_eq!(err.retry(), Retry::Safe);
+    assert_eq!(
+        calls_received(&server).await.len(),
+        5,
+        "bounded by the retry policy"
+    );
+}
+
+#[tokio::test]
+async fn server_error_after_the_call_was_recorded_is_never_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(500, 20500, "Internal Server Error"))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OutboundError::Call(CallError::OutcomeUnknown(_))),
+        "{err}"
+    );
+    assert_eq!(err.error_type(), "OutcomeUnknown.CallMayExist");
+    assert!(err.to_string().contains("may have been placed"), "{err}");
+    assert_eq!(calls_received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn answer_slower_than_the_client_timeout_is_outcome_unknown() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(created().set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let rule = ssm_rule(TOKEN);
+    let app = app_for(
+        &server.uri(),
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        Duration::from_millis(500),
+    )
+    .await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Unsafe, "{err}");
+    assert_eq!(calls_received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_number_is_rejected_once_with_twilios_code() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(
+            400,
+            21211,
+            "The 'To' number +819012345678 is not a valid phone number.",
+        ))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OutboundError::Call(CallError::Rejected(e)) if e.code == Some(21211)),
+        "{err}"
+    );
+    assert_eq!(err.error_type(), "NonRetryable.TwilioRejected");
+    assert!(
+        err.to_string().contains("21211") && !err.to_string().contains("9012345678"),
+        "{err}"
+    );
+    assert_eq!(calls_received(&server).await.len(), 1);
+
+    let mut http = event("outbound-call-http-api.json");
+    http["body"] = json!(r#"{"to": "+819012345678", "say": "hi"}"#);
+    let out = handle(http, &app).await.unwrap();
+    assert_eq!(out["statusCode"], 422);
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            body["error"]["twilio_code"].as_u64(),
+            body["error"]["retry"].as_str()
+        ),
+        (Some(21211), Some("pointless"))
+    );
+}
+
+#[tokio::test]
+async fn authentication_failure_rereads_credentials_once_then_fails() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(401, 20003, "Authenticate"))
+        .mount(&server)
+        .await;
+    let rule = ssm_rule(TOKEN);
+    let app = app_for(
+        &server.uri(),
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(rule.num_calls(), 1, "credentials read during INIT");
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "NonRetryable.TwilioAuthentication");
+    assert_eq!(rule.num_calls(), 2, "exactly one refresh");
+    assert_eq!(
+        calls_received(&server).await.len(),
+        2,
+        "one attempt per credential read"
+    );
+}
+
+#[tokio::test]
+async fn rotated_credentials_succeed_after_the_refresh() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .and(header(
+            "authorization",
+            format!("Basic {}", b64(&format!("{SID}:new-token"))),
+        ))
+        .respond_with(created())
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(401, 20003, "Authenticate"))
+        .mount(&server)
+        .await;
+    let rule = mock!(Client::get_parameters)
+        .sequence()
+        .output(|| creds("old-token"))
+        .output(|| creds("new-token"))
+        .build();
+    let app = app_for(
+        &server.uri(),
+        mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&rule]),
+        Duration::from_secs(2),
+    )
+    .await;
+    let out = handle(event("outbound-call-url.json"), &app).await.unwrap();
+    assert_eq!(out["status"], "queued");
+    assert_eq!(calls_received(&server).await.len(), 2);
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn creds(token: &'static str) -> GetParametersOutput {
+    GetParametersOutput::builder()
+        .parameters(
+            Parameter::builder()
+                .name("/twilio/account-sid")
+                .value(SID)
+                .build(),
+        )
+        .parameters(
+            Parameter::builder()
+                .name("/twilio/auth-token")
+                .value(token)
+                .build(),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn malformed_created_body_is_outcome_unknown() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(ResponseTemplate::new(201).set_body_string("<html>"))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Unsafe, "{err}");
+    assert_eq!(calls_received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn connection_reset_after_the_body_was_sent_is_outcome_unknown() {
+    // A server that reads the whole request, then closes without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        if text.starts_with("HEAD") {
+                            let _ = socket
+                                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            buf.clear();
+                            continue;
+                        }
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return; // drop: the connection closes with the request unanswered
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let rule = ssm_rule(TOKEN);
+    let app = app_for(
+        &base,
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        Duration::from_secs(2),
+    )
+    .await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry(), Retry::Unsafe, "{err}");
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "never sent twice"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_twilio_is_retry_safe() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rule = ssm_rule(TOKEN);
+    let app = app_for(
+        &format!("http://127.0.0.1:{port}"),
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        Duration::from_secs(2),
+    )
+    .await;
+    let err = handle(event("outbound-call-url.json"), &app)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Retryable.TwilioUnreachable", "{err}");
+}
+
+#[tokio::test]
+async fn bad_events_send_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(created())
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    for bad in [
+        json!({"to": "+449012345678", "say": "not in the allow-list"}),
+        json!({"to": "+81 90 1234 5678", "say": "spaces"}),
+        json!({"to": "sip:alice@example.com", "say": "sip"}),
+        json!({"to": "+819012345678", "url": "http://example.com/plain-http"}),
+        json!({"to": "+819012345678", "say": "hi", "status_callback": "http://example.com/s"}),
+        json!({"to": "+819012345678", "twiml": "x".repeat(4001)}),
+        json!({"to": "+819012345678", "say": "hi", "unknown": true}),
+        json!({"to": "+819012345678"}),
+        json!("just a string"),
+    ] {
+        let err = handle(bad.clone(), &app).await.unwrap_err();
+        assert_eq!(
+            err.error_type(),
+            "NonRetryable.InvalidEvent",
+            "{bad}: {err}"
+        );
+    }
+    assert!(
+        calls_received(&server).await.is_empty(),
+        "no request reached Twilio"
+    );
+    let _ = CallEvent::from_json(b"{}").unwrap_err();
+}
+
+#[tokio::test]
+async fn diagnostics_carry_the_retry_class() {
+    let server = MockServer::start().await;
+    let app = app(&server).await;
+    let err = handle(json!({"to": "+449012345678", "say": "x"}), &app)
+        .await
+        .unwrap_err();
+    let diagnostic: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diagnostic.error_type, "NonRetryable.InvalidEvent");
+    assert!(
+        diagnostic.error_message.contains("allowed prefixes"),
+        "{}",
+        diagnostic.error_message
+    );
+    assert!(
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.method.as_str() != "POST")
+    );
+}

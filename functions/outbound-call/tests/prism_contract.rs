@@ -1,0 +1,115 @@
+//! Contract test: the requests the function sends are judged by Prism serving Twilio's own
+//! OpenAPI document (`twilio_api_v2010.json` from `@twilio-alpha/mcp`), which answers 422 to
+//! anything off-spec and 401 to a request without Basic auth.
+
+use std::time::Duration;
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use outbound_call::config::Config;
+use outbound_call::handler::{App, handle};
+use serde_json::Value;
+use twilio_voice::calls::{HttpTimeouts, RetryPolicy};
+use twilio_voice::testing;
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+fn event(name: &str) -> Value {
+    let path = testing::repo_root().join("events").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn every_sample_event_is_accepted_by_twilios_published_schema() {
+    let prism = testing::prism_twilio();
+    let rule = mock!(Client::get_parameters).then_output(|| {
+        GetParametersOutput::builder()
+            .parameters(Parameter::builder().name("/sid").value(SID).build())
+            .parameters(
+                Parameter::builder()
+                    .name("/token")
+                    .value("prism-token")
+                    .build(),
+            )
+            .build()
+    });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]);
+    let base = prism.url();
+    let vars = [
+        ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
+        ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
+        ("TWILIO_API_BASE_URL", base.as_str()),
+    ];
+    let config = Config::from_lookup(|n| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap();
+    let timeouts = HttpTimeouts {
+        connect: Duration::from_secs(2),
+        total: Duration::from_secs(20),
+    };
+    let app = App::init_with(config, ssm, timeouts, RetryPolicy::default())
+        .await
+        .unwrap();
+
+    for name in [
+        "outbound-call-url.json",
+        "outbound-call-twiml.json",
+        "outbound-call-say-ja.json",
+        "outbound-call-schedule.json",
+    ] {
+        let out = handle(event(name), &app)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            out["call_sid"].as_str().unwrap().starts_with("CA"),
+            "{name}: {out}"
+        );
+    }
+    let http = handle(event("outbound-call-http-api.json"), &app)
+        .await
+        .unwrap();
+    assert_eq!(http["statusCode"], 201, "{http}");
+
+    // The stand-in does refuse what breaks the schema: the test above could fail.
+    let client = reqwest::Client::new();
+    let url = format!("{base}/2010-04-01/Accounts/{SID}/Calls.json");
+    let missing_to = client
+        .post(&url)
+        .basic_auth(SID, Some("t"))
+        .form(&[("From", "+15005550006"), ("Url", "https://e.com/x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_to.status(), 422);
+    let bad_method = client
+        .post(&url)
+        .basic_auth(SID, Some("t"))
+        .form(&[
+            ("To", "+819012345678"),
+            ("From", "+15005550006"),
+            ("Url", "https://e.com/x"),
+            ("StatusCallbackMethod", "PATCH"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_method.status(), 422);
+    let no_auth = client
+        .post(&url)
+        .form(&[
+            ("To", "+819012345678"),
+            ("From", "+15005550006"),
+            ("Url", "https://e.com/x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_auth.status(), 401);
+}
