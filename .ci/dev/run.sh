@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `make dev`: moto_server (SSM) + Prism (Twilio API, from Twilio's spec) + `cargo lambda watch`
+# running both functions against them. Ctrl-C stops everything it started.
+# Logs live outside the repository, or `cargo lambda watch` would rebuild on every line.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+SSM_PORT=${SSM_PORT:-5055}
+TWILIO_PORT=${TWILIO_PORT:-4010}
+LAMBDA_PORT=${LAMBDA_PORT:-9000}
+PREFIX=/twilio-lambda-rs/dev
+STATE=${DEV_STATE_DIR:-${TMPDIR:-/tmp}/twilio-lambda-rs-dev}
+mkdir -p "$STATE"
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  echo
+  echo "stopping: ${pids[*]:-nothing}"
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  echo "stopped."
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Each service in its own process group, so that stopping it stops its children too.
+start() {
+  local name=$1; shift
+  setsid "$@" >"$STATE/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+wait_for() {
+  local what=$1 seconds=$2; shift 2
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - start > seconds )); then
+      echo "!! $what is not ready after ${seconds}s; its log: $STATE"
+      exit 1
+    fi
+    sleep 1
+  done
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$SSM_PORT" "$TWILIO_PORT" "$LAMBDA_PORT"; do
+  port_free "$port" || { echo "!! port $port is in use (another make dev?)"; exit 1; }
+done
+
+echo "== SSM: moto_server on 127.0.0.1:$SSM_PORT"
+start moto "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$SSM_PORT"
+wait_for "moto_server" 60 curl -sf "http://127.0.0.1:$SSM_PORT/moto-api/"
+"$ROOT/.venv/bin/python" .ci/dev/seed_ssm.py "http://127.0.0.1:$SSM_PORT" "$PREFIX" .ci/dev/call-flow.json
+
+echo "== Twilio API: Prism serving twilio_api_v2010.json on 127.0.0.1:$TWILIO_PORT"
+start prism "$ROOT/.ci/node_modules/.bin/prism" mock -h 127.0.0.1 -p "$TWILIO_PORT" \
+  "$ROOT/.ci/node_modules/twilio_api_v2010.prism.json"
+wait_for "Prism" 120 curl -s -o /dev/null "http://127.0.0.1:$TWILIO_PORT/"
+
+echo "== Lambda: cargo lambda watch on 127.0.0.1:$LAMBDA_PORT (both functions)"
+export AWS_ENDPOINT_URL="http://127.0.0.1:$SSM_PORT" AWS_REGION=ap-northeast-1
+export AWS_ACCESS_KEY_ID=dev AWS_SECRET_ACCESS_KEY=dev AWS_EC2_METADATA_DISABLED=true
+export TWILIO_ACCOUNT_SID_PARAMETER=$PREFIX/account-sid
+export TWILIO_AUTH_TOKEN_PARAMETER=$PREFIX/auth-token
+export CALL_FLOW_PARAMETER=$PREFIX/call-flow
+export TWILIO_FROM_NUMBER=+15005550006
+export ALLOWED_DESTINATION_PREFIXES=+81,+1
+export TWILIO_API_BASE_URL="http://127.0.0.1:$TWILIO_PORT"
+export RUST_LOG=${RUST_LOG:-info}
+start watch "$ROOT/.venv/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT"
+
+# The functions are built on their first invocation: knock on each until it answers.
+echo "   waiting for the first build of both functions (a cold debug build takes a few minutes)..."
+webhook="http://127.0.0.1:$LAMBDA_PORT/lambda-url/incoming-call/voice"
+wait_for "incoming-call" 1200 bash -c "curl -s -o /dev/null -w '%{http_code}' -X POST '$webhook' | grep -q 403"
+echo "   incoming-call is up (an unsigned request got 403)"
+wait_for "outbound-call" 600 bash -c "curl -s -X POST -d '{\"to\":\"not-a-number\"}' \
+  'http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/outbound-call/invocations' | grep -q InvalidEvent"
+echo "   outbound-call is up (an invalid event was refused)"
+
+cat <<INFO
+
+Running (logs in $STATE):
+  SSM (moto_server)   http://127.0.0.1:$SSM_PORT     parameters under $PREFIX
+  Twilio API (Prism)  http://127.0.0.1:$TWILIO_PORT     Twilio's published schema; off-spec → 422
+  incoming-call       $webhook
+  outbound-call       cargo lambda invoke outbound-call --data-file events/...
+
+Try, in another terminal:
+  make call                        # Twilio's part: a signed incoming call → 200 + TwiML
+  make call ROUTE=menu DIGITS=3    # a menu choice
+  make call-unsigned               # no signature → 403
+  make place-call                  # outbound-call with events/outbound-call-say-ja.json → call SID
+  make place-call EVENT=events/outbound-call-url.json
+
+Ctrl-C stops everything.
+INFO
+wait -n "${pids[@]}" || true
+echo "!! a service stopped; see $STATE"

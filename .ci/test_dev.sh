@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End-to-end check of `make dev` as a user runs it: start the stack, play Twilio's part with the
+# helpers, place calls, then stop it and make sure nothing it started is left running.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export SSM_PORT=${SSM_PORT:-15055} TWILIO_PORT=${TWILIO_PORT:-14010} LAMBDA_PORT=${LAMBDA_PORT:-19000}
+export DEV_STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/twilio-lambda-rs-devtest.XXXXXX")
+out=$DEV_STATE_DIR/make-dev.out
+passed=0 failed=0
+check() { # name, then a command that must succeed
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi
+}
+
+setsid .ci/dev/run.sh >"$out" 2>&1 &
+dev_pid=$!
+for _ in $(seq 1 1500); do
+  grep -q "^Running" "$out" && break
+  kill -0 "$dev_pid" 2>/dev/null || break
+  sleep 1
+done
+check "make dev becomes ready" grep -q "^Running" "$out" || { cat "$out"; }
+
+call() { make --no-print-directory "$@" LAMBDA_PORT="$LAMBDA_PORT" 2>&1; }
+r=$(call call);                     check "signed call: 200 + TwiML" grep -q '^HTTP 200 text/xml' <<<"$r"
+check "signed call: Japanese greeting" grep -q '<Say language="ja-JP" voice="Polly.Mizuki">お電話ありがとうございます' <<<"$r"
+r=$(call call ROUTE=menu DIGITS=1);  check "menu choice 1 forwards" grep -q '<Dial timeout="20"' <<<"$r"
+r=$(call call-unsigned);            check "unsigned call: 403" grep -q '^HTTP 403' <<<"$r"
+r=$(.venv/bin/python .ci/twilio_webhook.py send --token 0123456789abcdef0123456789abcdef \
+      --url "http://127.0.0.1:$LAMBDA_PORT/lambda-url/incoming-call/voice" \
+      --signed-url "https://127.0.0.1:$LAMBDA_PORT/menu" 2>&1)
+check "signed for another URL: 403" grep -q '^HTTP 403' <<<"$r"
+r=$(.venv/bin/python .ci/twilio_webhook.py send --token not-the-dev-token \
+      --url "http://127.0.0.1:$LAMBDA_PORT/lambda-url/incoming-call/voice" \
+      --signed-url "https://127.0.0.1:$LAMBDA_PORT/voice" 2>&1)
+check "signed with another token: 403" grep -q '^HTTP 403' <<<"$r"
+before=$(grep -c "post /2010-04-01/Accounts/.*/Calls.json .*Request received" "$DEV_STATE_DIR/prism.log")
+r=$(call place-call);                check "place-call: call SID from the stand-in" grep -q '"call_sid":"CA' <<<"$r"
+r=$(call place-call EVENT=events/outbound-call-http-api.json)
+check "HTTP API event: 201" grep -q '"statusCode":201' <<<"$r"
+printf '{"to": "+449012345678", "say": "x"}' >"$DEV_STATE_DIR/bad.json"
+r=$(call place-call EVENT="$DEV_STATE_DIR/bad.json")
+check "event outside the allow-list: refused" grep -q 'NonRetryable.InvalidEvent' <<<"$r"
+after=$(grep -c "post /2010-04-01/Accounts/.*/Calls.json .*Request received" "$DEV_STATE_DIR/prism.log")
+check "exactly one Twilio request per valid event" test "$((after - before))" -eq 2
+
+# Stop as Ctrl-C would, then look for anything left behind.
+kill -TERM "$dev_pid"
+for _ in $(seq 1 30); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 1; done
+check "make dev exits on a signal" bash -c "! kill -0 $dev_pid 2>/dev/null"
+check "make dev reports its stop" grep -q "^stopped." "$out"
+strays=$(pgrep -f -- "-p $SSM_PORT|-p $TWILIO_PORT|-P $LAMBDA_PORT|target/debug/(incoming|outbound)-call" || true)
+check "no stray processes" test -z "$strays"
+for port in "$SSM_PORT" "$TWILIO_PORT" "$LAMBDA_PORT"; do
+  check "port $port released" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null"
+done
+
+if [ "$failed" -ne 0 ]; then
+  echo "--- make dev output"; cat "$out"
+  for log in "$DEV_STATE_DIR"/*.log; do echo "--- $log (tail)"; tail -20 "$log"; done
+fi
+rm -rf "$DEV_STATE_DIR"
+echo "dev-stack: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
