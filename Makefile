@@ -14,15 +14,26 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: test test-deps lint unit dev-stack dev call call-unsigned place-call
+.PHONY: test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
 
-test: test-deps lint unit dev-stack
+test: test-deps lint unit dev-stack template wire-number-check sam-build
 
-test-deps: $(VENV)/.installed $(NODE_MODULES)/.installed
+test-deps: $(VENV)/.installed $(NODE_MODULES)/.installed .venv-iac/.installed .venv-checkov/.installed
 
 $(VENV)/.installed: .ci/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+# aws-sam-cli + cfn-lint, and checkov, pin different boto3 versions: a venv each.
+.venv-iac/.installed: .ci/requirements-iac.txt
+	python3 -m venv .venv-iac
+	.venv-iac/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+.venv-checkov/.installed: .ci/requirements-checkov.txt
+	python3 -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 $(NODE_MODULES)/.installed: .ci/package.json .ci/package-lock.json .ci/prism_spec.py
@@ -41,6 +52,27 @@ unit:
 # `make dev` end to end, as a user runs it, on ports of its own.
 dev-stack:
 	.ci/test_dev.sh
+
+# Every offline check the template can get, then its security-relevant shape as SAM translates it.
+template:
+	.venv-iac/bin/sam validate --lint --region ap-northeast-1
+	.venv-iac/bin/cfn-lint template.yaml
+	.venv-checkov/bin/checkov -f template.yaml --framework cloudformation --skip-download --quiet --compact
+	.venv-iac/bin/python .ci/test_template.py template.yaml
+
+wire-number-check:
+	.ci/test_wire_number.sh
+
+# sam build as a user runs it (cargo-lambda + zig from the venv, no Docker): two arm64 bootstraps.
+sam-build:
+	rustup target add aarch64-unknown-linux-gnu
+	.venv-iac/bin/sam build --build-dir target/sam-build
+	.venv-iac/bin/python .ci/check_bootstraps.py target/sam-build IncomingCallFunction OutboundCallFunction
+
+# Point a Twilio number at the deployed stack: make wire-number NUMBER=+815012345678
+wire-number:
+	@test -n "$(NUMBER)" || { echo "usage: make wire-number NUMBER=+815012345678 [STACK=twilio-voice]"; exit 2; }
+	.venv-iac/bin/python .ci/wire_number.py --number "$(NUMBER)" --stack-name "$(or $(STACK),twilio-voice)"
 
 dev: test-deps
 	.ci/dev/run.sh

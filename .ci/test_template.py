@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Asserts the security-relevant shape of template.yaml, on the CloudFormation that SAM's own
+translator makes of it (what would really be deployed), for the default parameters and for the
+optional ones (previous token, API key, KMS key, schedule, call flow) all set.
+
+usage: .venv-iac/bin/python .ci/test_template.py [template.yaml]
+"""
+
+import copy
+import json
+import sys
+
+import os
+
+from cfnlint.decode import cfn_yaml
+from samtranslator.translator.transform import transform
+
+PSEUDO = {
+    "AWS::Region": "ap-northeast-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::StackName": "twilio-voice",
+    "AWS::StackId": "arn:aws:cloudformation:ap-northeast-1:123456789012:stack/twilio-voice/x",
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::NotificationARNs": [],
+}
+ALL_OPTIONS = {
+    "PreviousAuthTokenParameterName": "/twilio/previous-auth-token",
+    "ApiKeySidParameterName": "/twilio/api-key-sid",
+    "ApiKeySecretParameterName": "/twilio/api-key-secret",
+    "KmsKeyArn": "arn:aws:kms:ap-northeast-1:123456789012:key/0f0f0f0f-0000-4000-8000-000000000000",
+    "CallFlowParameterName": "/twilio/call-flow",
+    "ScheduleExpression": "cron(0 9 ? * MON-FRI *)",
+}
+
+
+class ManagedPolicies:
+    """SAM resolves managed policy names through IAM; offline, the ones it asks for are here."""
+
+    def load(self):
+        return {
+            "AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            "AWSXrayWriteOnlyAccess": "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+        }
+
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else f": {detail}"))
+
+
+def of_type(resources, kind):
+    return {k: v for k, v in resources.items() if v["Type"] == kind}
+
+
+NO_VALUE = object()
+
+
+class Resolver:
+    """Evaluates Ref, Fn::Sub, Fn::If and the template's Conditions for one set of parameter
+    values, so each check sees what that deployment would get."""
+
+    def __init__(self, params, conditions):
+        self.params = params
+        self.conditions = {}
+        for name, expr in conditions.items():
+            self.conditions[name] = self.condition(expr)
+
+    def condition(self, expr):
+        if isinstance(expr, dict) and "Condition" in expr:
+            return self.conditions[expr["Condition"]]
+        (fn, args), = expr.items()
+        if fn == "Fn::Equals":
+            return self.value(args[0]) == self.value(args[1])
+        if fn == "Fn::Not":
+            return not self.condition(args[0])
+        if fn == "Fn::And":
+            return all(self.condition(a) for a in args)
+        if fn == "Fn::Or":
+            return any(self.condition(a) for a in args)
+        raise ValueError(fn)
+
+    def value(self, node):
+        if isinstance(node, list):
+            return [v for v in (self.value(x) for x in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (fn, args), = node.items()
+            if fn == "Ref":
+                if args == "AWS::NoValue":
+                    return NO_VALUE
+                return self.params.get(args, {"Ref": args})
+            if fn == "Fn::If":
+                return self.value(args[1] if self.conditions[args[0]] else args[2])
+            if fn == "Fn::Sub" and isinstance(args, str):
+                out = args
+                for k, v in self.params.items():
+                    if isinstance(v, str):
+                        out = out.replace("${" + k + "}", v)
+                return out
+        return {k: v for k, v in ((k, self.value(v)) for k, v in node.items()) if v is not NO_VALUE}
+
+
+def statements(role):
+    for policy in role["Properties"].get("Policies", []):
+        yield from policy["PolicyDocument"]["Statement"]
+
+
+def as_list(x):
+    return x if isinstance(x, list) else [x]
+
+
+def check_samconfig(source):
+    """samconfig.toml's overrides parse with SAM's own parser, name every template parameter, and
+    fit each parameter's constraints, so `sam deploy` works the first time."""
+    import re
+    import tomllib
+
+    from samcli.cli.types import CfnParameterOverridesType
+
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "samconfig.toml"), "rb") as f:
+        config = tomllib.load(f)
+    overrides = config["default"]["deploy"]["parameters"]["parameter_overrides"]
+    try:
+        values = CfnParameterOverridesType().convert(overrides, None, None)
+    except Exception as e:  # click.BadParameter
+        check("samconfig.toml overrides parse with SAM's parser", False, e)
+        return
+    params = source["Parameters"]
+    check("samconfig.toml shows every template parameter", set(values) == set(params), set(params) ^ set(values))
+    for name, value in values.items():
+        spec = params.get(name, {})
+        ok = True
+        if "AllowedPattern" in spec:
+            ok = re.fullmatch(spec["AllowedPattern"], value) is not None
+        if "AllowedValues" in spec:
+            ok = ok and value in [str(v) for v in spec["AllowedValues"]]
+        check(f"samconfig.toml {name} fits the template's constraints", ok, value)
+    input_json = values.get("ScheduleInput")
+    try:
+        json.loads(input_json)
+        parsed = True
+    except (TypeError, ValueError):
+        parsed = False
+    check("samconfig.toml ScheduleInput is JSON", parsed, input_json)
+
+
+def main(path):
+    os.environ.setdefault("AWS_DEFAULT_REGION", PSEUDO["AWS::Region"])
+    source = cfn_yaml.load(path)
+    defaults = {k: str(v.get("Default", "")) for k, v in source["Parameters"].items()}
+
+    # Before the transform: how SAM builds each function.
+    for name in ("IncomingCallFunction", "OutboundCallFunction"):
+        fn = source["Resources"][name]
+        check(f"{name} is built by cargo-lambda", fn["Metadata"].get("BuildMethod") == "rust-cargolambda")
+    glob = source["Globals"]["Function"]
+    check("functions run on provided.al2023 arm64", glob["Runtime"] == "provided.al2023" and glob["Architectures"] == ["arm64"])
+    check("logs are JSON", glob["LoggingConfig"]["LogFormat"] == "JSON")
+
+    for label, overrides in (("defaults", {}), ("all options", ALL_OPTIONS)):
+        params = {**PSEUDO, **defaults, **overrides}
+        packaged = copy.deepcopy(source)
+        for fn in of_type(packaged["Resources"], "AWS::Serverless::Function").values():
+            fn["Properties"]["CodeUri"] = "s3://bucket/key.zip"  # what `sam deploy` uploads
+        out = transform(packaged, params, ManagedPolicies())
+        r = Resolver(params, out.get("Conditions", {}))
+        res = {k: r.value(v) for k, v in out["Resources"].items()}
+        print(f"-- {label}: {len(res)} resources")
+
+        urls = of_type(res, "AWS::Lambda::Url")
+        check("exactly one Function URL, on incoming-call", list(urls) == ["IncomingCallFunctionUrl"], list(urls))
+        url = urls.get("IncomingCallFunctionUrl", {}).get("Properties", {})
+        check("Function URL AuthType NONE (the signature authenticates Twilio)", url.get("AuthType") == "NONE", url)
+        check("Function URL has no CORS", "Cors" not in url, url.get("Cors"))
+        public = [p["Properties"] for p in of_type(res, "AWS::Lambda::Permission").values() if p["Properties"].get("Principal") == "*"]
+        check("only incoming-call is public", public and all(p["FunctionName"] == {"Ref": "IncomingCallFunction"} for p in public), public)
+
+        apis = of_type(res, "AWS::ApiGatewayV2::Api")
+        check("one HTTP API", len(apis) == 1, list(apis))
+        for api in apis.values():
+            paths = api["Properties"]["Body"]["paths"]
+            ops = [(path, method, op) for path, item in paths.items() for method, op in item.items()]
+            check("the only route is POST /calls", [(p, m) for p, m, _ in ops] == [("/calls", "post")], ops)
+            schemes = api["Properties"]["Body"].get("components", {}).get("securitySchemes", {})
+            for path, method, op in ops:
+                names = [n for sec in op.get("security", []) for n in sec]
+                sigv4 = all(schemes.get(n, {}).get("x-amazon-apigateway-authtype") == "awsSigv4" for n in names)
+                check(f"{method.upper()} {path} requires IAM (SigV4)", names == ["AWS_IAM"] and sigv4, op.get("security"))
+        check("no REST API is exposed", not of_type(res, "AWS::ApiGateway::RestApi"))
+
+        invoke_configs = of_type(res, "AWS::Lambda::EventInvokeConfig")
+        check("outbound-call has an async invoke config", len(invoke_configs) == 1, list(invoke_configs))
+        for cfg in invoke_configs.values():
+            p = cfg["Properties"]
+            check("async retries are off (an ambiguous failure is never re-dialled)", p.get("MaximumRetryAttempts") == 0, p)
+            on_failure = p.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+            check("failures go to an on-failure destination", on_failure == {"Fn::GetAtt": ["FailedCallsQueue", "Arn"]}, p)
+
+        schedules = of_type(res, "AWS::Scheduler::Schedule")
+        check("one schedule", len(schedules) == 1)
+        for sched in schedules.values():
+            want = "ENABLED" if overrides.get("ScheduleExpression") else "DISABLED"
+            check(f"schedule {want.lower()}", sched["Properties"].get("State") == want, sched["Properties"].get("State"))
+            check("schedule has a dead-letter queue", "DeadLetterConfig" in sched["Properties"]["Target"])
+
+        for name, fn in of_type(res, "AWS::Lambda::Function").items():
+            p = fn["Properties"]
+            check(f"{name} timeout fits its caller", p["Timeout"] <= (14 if "Incoming" in name else 29), p["Timeout"])
+            env = p.get("Environment", {}).get("Variables", {})
+            names = {k: v for k, v in env.items() if k.endswith("_PARAMETER")}
+            check(f"{name} environment names SSM parameters, never secrets",
+                  names and all(isinstance(v, str) and v.startswith("/") for v in names.values()), env)
+
+        readable = {}
+        for name, role in of_type(res, "AWS::IAM::Role").items():
+            for st in statements(role):
+                actions = as_list(st.get("Action", []))
+                resources = as_list(st.get("Resource", []))
+                check(f"{name}: no wildcard action", not any(a == "*" or a.endswith(":*") for a in actions), actions)
+                check(f"{name}: no '*' resource", "*" not in resources, resources)
+                if any(a.startswith("ssm:") for a in actions):
+                    check(f"{name}: SSM actions are GetParameters only", actions == ["ssm:GetParameters"], actions)
+                    prefix = "arn:aws:ssm:ap-northeast-1:123456789012:parameter/"
+                    check(f"{name}: SSM on exact parameter ARNs",
+                          all(isinstance(a, str) and a.startswith(prefix) and "*" not in a for a in resources), resources)
+                    readable[name] = {a[len(prefix) - 1:] for a in resources if isinstance(a, str)}
+                if any(a.startswith("kms:") for a in actions):
+                    check(f"{name}: kms:Decrypt only, via SSM", actions == ["kms:Decrypt"]
+                          and st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService") == "ssm.ap-northeast-1.amazonaws.com", st)
+                    check(f"{name}: kms on the configured key only", resources == [overrides.get("KmsKeyArn")], resources)
+            kms = [st for st in statements(role) if any(a.startswith("kms:") for a in as_list(st["Action"]))]
+            if name in ("IncomingCallFunctionRole", "OutboundCallFunctionRole"):
+                check(f"{name}: kms only with a customer-managed key", bool(kms) == bool(overrides.get("KmsKeyArn")), kms)
+
+        inc, out_ = readable.get("IncomingCallFunctionRole", set()), readable.get("OutboundCallFunctionRole", set())
+        want_in = {params["AuthTokenParameterName"]} | {params[k] for k in ("PreviousAuthTokenParameterName", "CallFlowParameterName") if params[k]}
+        check("incoming-call reads exactly its tokens (and call flow)", inc == want_in, inc)
+        if overrides.get("ApiKeySidParameterName"):
+            want_out = {params[k] for k in ("AccountSidParameterName", "ApiKeySidParameterName", "ApiKeySecretParameterName")}
+        else:
+            want_out = {params["AccountSidParameterName"], params["AuthTokenParameterName"]}
+        check("outbound-call reads exactly its credentials", out_ == want_out, out_)
+
+    check_samconfig(source)
+
+    failed = results.count(False)
+    print(f"template: {len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml"))
