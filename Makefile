@@ -14,9 +14,9 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
+.PHONY: fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
 
-test: test-deps lint unit dev-stack template wire-number-check sam-build
+test: test-deps lint unit dev-stack template wire-number-check fuzz-smoke sam-build
 
 test-deps: $(VENV)/.installed $(NODE_MODULES)/.installed .venv-iac/.installed .venv-checkov/.installed
 
@@ -48,6 +48,29 @@ lint:
 
 unit:
 	cargo test --workspace
+
+# Fuzzing with cargo-fuzz on the machine's stable toolchain (RUSTC_BOOTSTRAP=1 unlocks the
+# flags libFuzzer needs). No sanitizer: the code is safe Rust, so what is hunted is panics.
+CARGO_FUZZ := .tools/bin/cargo-fuzz
+FUZZ_TARGETS := webhook twiml outbound_event
+FUZZ_SECONDS ?= 300
+SMOKE_SECONDS ?= 20
+
+$(CARGO_FUZZ):
+	cargo install cargo-fuzz --version 0.13.2 --locked --root .tools
+
+fuzz-smoke: $(CARGO_FUZZ)
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(SMOKE_SECONDS)
+
+fuzz: $(CARGO_FUZZ)
+	cd fuzz && RUSTC_BOOTSTRAP=1 ../$(CARGO_FUZZ) build --sanitizer none
+	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 ../$(CARGO_FUZZ) run --sanitizer none $$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | \
+			grep -E "^(Done|stat::number_of_executed_units|==|thread|SUMMARY)" | sed "s/^/$$t: /"; \
+		test $${PIPESTATUS[0]} -eq 0; \
+	done
 
 # `make dev` end to end, as a user runs it, on ports of its own.
 dev-stack:

@@ -13,7 +13,7 @@ use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV
 use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::http::{HeaderMap, HeaderValue, Method, header};
 use tracing::{error, info, warn};
-use twilio_voice::credentials::{CredentialStore, WebhookTokenSpec, WebhookTokens};
+use twilio_voice::credentials::{AuthToken, CredentialStore, WebhookTokenSpec, WebhookTokens};
 use twilio_voice::phone::mask;
 use twilio_voice::signature::{self, Payload, SignatureError};
 use twilio_voice::twiml::VoiceResponse;
@@ -43,7 +43,7 @@ enum Route {
 
 /// Why a request gets no TwiML.
 #[derive(Debug, thiserror::Error)]
-enum Rejection {
+pub enum Rejection {
     #[error("no route for this path")]
     NotFound,
     #[error("method not allowed")]
@@ -59,7 +59,7 @@ enum Rejection {
 }
 
 impl Rejection {
-    fn status(&self) -> i64 {
+    pub fn status(&self) -> i64 {
         match self {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -100,76 +100,138 @@ pub async fn handle(event: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2ht
     }
 }
 
+/// A webhook as Twilio sent it: the URL it signed, what it signed besides, and the signature.
+/// Reading it needs no I/O, so it can be fuzzed and tested on its own. (No `Debug`: it holds
+/// the caller's number.)
+pub struct Webhook {
+    route: Route,
+    /// Scheme, host and path prefix that the TwiML links back to.
+    links_base: String,
+    url: String,
+    query: String,
+    body: Vec<u8>,
+    is_json: bool,
+    /// The call's parameters: the form body of a POST, the query of a GET.
+    params: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    signature: Option<String>,
+    is_get: bool,
+}
+
+type Pairs = Vec<(Cow<'static, str>, Cow<'static, str>)>;
+
+fn parse_pairs(bytes: &[u8]) -> Pairs {
+    form_urlencoded::parse(bytes)
+        .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+        .collect()
+}
+
+impl Webhook {
+    /// Everything about the request that can be refused before the signature is checked.
+    pub fn read(
+        event: &ApiGatewayV2httpRequest,
+        public_base_url: Option<&str>,
+    ) -> Result<Self, Rejection> {
+        let method = &event.request_context.http.method;
+        if method != Method::POST && method != Method::GET {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let raw_path = event.raw_path.as_deref().unwrap_or("/");
+        let (route, prefix) = route(raw_path).ok_or(Rejection::NotFound)?;
+        let base = match public_base_url {
+            Some(base) => base.to_owned(),
+            None => format!("https://{}", host(event)?),
+        };
+        let query = event.raw_query_string.clone().unwrap_or_default();
+        let url = if query.is_empty() {
+            format!("{base}{raw_path}")
+        } else {
+            format!("{base}{raw_path}?{query}")
+        };
+        let body = body(event)?;
+        let is_json = header_str(&event.headers, header::CONTENT_TYPE).is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+        let is_get = method == Method::GET;
+        let params = if is_get {
+            parse_pairs(query.as_bytes())
+        } else if is_json {
+            Vec::new()
+        } else {
+            std::str::from_utf8(&body).map_err(|_| Rejection::BadRequest("body is not UTF-8"))?;
+            parse_pairs(&body)
+        };
+        let signature = signature_header(&event.headers)?.map(str::to_owned);
+        Ok(Self {
+            route,
+            links_base: format!("{base}{prefix}"),
+            url,
+            query,
+            body,
+            is_json,
+            params,
+            signature,
+            is_get,
+        })
+    }
+
+    /// The URL Twilio signed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn payload(&self) -> Payload<'_> {
+        match (self.is_json, self.is_get) {
+            (true, _) => Payload::Body(&self.body),
+            // A GET's parameters are in the signed URL already.
+            (false, true) => Payload::Params(&[]),
+            (false, false) => Payload::Params(&self.params),
+        }
+    }
+
+    /// Checks the signature against the given tokens.
+    pub fn verify<'t>(
+        &self,
+        tokens: impl IntoIterator<Item = &'t AuthToken>,
+    ) -> Result<(), SignatureError> {
+        signature::validate(&self.url, self.payload(), self.signature.as_deref(), tokens)
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
 async fn answer(
     event: &ApiGatewayV2httpRequest,
     app: &App,
 ) -> Result<Option<VoiceResponse>, Rejection> {
-    let method = &event.request_context.http.method;
-    if method != Method::POST && method != Method::GET {
-        return Err(Rejection::MethodNotAllowed);
-    }
-    let raw_path = event.raw_path.as_deref().unwrap_or("/");
-    let (route, prefix) = route(raw_path).ok_or(Rejection::NotFound)?;
-    let base = match &app.public_base_url {
-        Some(base) => base.clone(),
-        None => format!("https://{}", host(event)?),
-    };
-    let query = event.raw_query_string.as_deref().unwrap_or("");
-    let url = if query.is_empty() {
-        format!("{base}{raw_path}")
-    } else {
-        format!("{base}{raw_path}?{query}")
-    };
-
-    let body = body(event)?;
-    let is_json = header_str(&event.headers, header::CONTENT_TYPE).is_some_and(|ct| {
-        ct.trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    });
-    let form: Vec<(Cow<'_, str>, Cow<'_, str>)> = if method == Method::POST && !is_json {
-        let text =
-            std::str::from_utf8(&body).map_err(|_| Rejection::BadRequest("body is not UTF-8"))?;
-        form_urlencoded::parse(text.as_bytes()).collect()
-    } else {
-        Vec::new()
-    };
-    let payload = if is_json {
-        Payload::Body(&body)
-    } else {
-        Payload::Params(&form)
-    };
-    let signature = signature_header(&event.headers)?;
-
+    let webhook = Webhook::read(event, app.public_base_url.as_deref())?;
     let tokens = app
         .tokens
         .get()
         .await
         .map_err(|e| Rejection::Unavailable(e.to_string()))?;
-    verify(&url, payload, signature, &tokens, app).await?;
+    verify(&webhook, &tokens, app).await?;
 
-    // Verified: the flow may now read the call's parameters (form for POST, query for GET).
-    let params: Vec<(Cow<'_, str>, Cow<'_, str>)> = if method == Method::GET {
-        form_urlencoded::parse(query.as_bytes()).collect()
-    } else {
-        form
-    };
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_ref())
-    };
-    let query_param = |name: &str| {
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
+    // Verified: the flow may now read the call's parameters.
+    let param = |name: &str| webhook.param(name);
     let call_sid = param("CallSid").unwrap_or("");
     let links = Links {
-        base: format!("{base}{prefix}"),
+        base: webhook.links_base.clone(),
     };
-    let choice = query_param("choice");
+    let choice = webhook.query_param("choice");
+    let route = webhook.route;
 
     let twiml = match route {
         Route::Answer => {
@@ -223,13 +285,11 @@ async fn answer(
 /// Checks the signature with the cached tokens, and once more with fresh ones when the cached
 /// ones fail and have not been refreshed for a while (a token rotation under way).
 async fn verify(
-    url: &str,
-    payload: Payload<'_>,
-    signature: Option<&str>,
+    webhook: &Webhook,
     tokens: &Arc<WebhookTokens>,
     app: &App,
 ) -> Result<(), Rejection> {
-    match signature::validate(url, payload, signature, tokens.iter()) {
+    match webhook.verify(tokens.iter()) {
         Ok(()) => Ok(()),
         Err(SignatureError::Mismatch) => {
             let fresh = app
@@ -238,8 +298,7 @@ async fn verify(
                 .await
                 .map_err(|e| Rejection::Unavailable(e.to_string()))?;
             match fresh {
-                Some(fresh) => signature::validate(url, payload, signature, fresh.iter())
-                    .map_err(Rejection::Forbidden),
+                Some(fresh) => webhook.verify(fresh.iter()).map_err(Rejection::Forbidden),
                 None => Err(Rejection::Forbidden(SignatureError::Mismatch)),
             }
         }

@@ -188,6 +188,11 @@ impl CallRequest {
 }
 
 fn require_https(field: &'static str, url: &str) -> Result<(), InvalidCall> {
+    // The URL goes to Twilio as written: the parser's leniency (trimmed spaces, dropped tabs)
+    // must not let through what Twilio would refuse.
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidCall::NotHttps { field });
+    }
     match url::Url::parse(url) {
         Ok(u) if u.scheme() == "https" && u.host().is_some() => Ok(()),
         _ => Err(InvalidCall::NotHttps { field }),
@@ -546,6 +551,9 @@ mod tests {
 
         let mut c = call();
         c.instructions = Instructions::Url("http://example.com/twiml".into());
+        assert_eq!(c.validate(), Err(InvalidCall::NotHttps { field: "url" }));
+        let mut c = call();
+        c.instructions = Instructions::Url(" https://example.com/twiml".into());
         assert_eq!(c.validate(), Err(InvalidCall::NotHttps { field: "url" }));
         let mut c = call();
         c.options.status_callback = Some("ftp://example.com".into());

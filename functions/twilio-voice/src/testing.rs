@@ -118,3 +118,34 @@ pub async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
         .await
         .expect("put_parameter on the stand-in");
 }
+
+/// Log lines captured from `tracing`, for tests that check what reaches the logs.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Fails, naming the line, if any line holds one of `forbidden`; returns the line count.
+    pub fn assert_clean(&self, forbidden: &[&str]) -> usize {
+        let text = self.text();
+        for line in text.lines() {
+            for f in forbidden {
+                assert!(!line.contains(f), "log line leaks {f:?}: {line}");
+            }
+        }
+        text.lines().count()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

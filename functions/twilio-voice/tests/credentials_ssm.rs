@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
 use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{mock, mock_client};
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use twilio_voice::credentials::{
     ApiAuthSpec, ApiCredentialSpec, CredentialStore, CredentialsError, WebhookTokenSpec,
 };
@@ -158,4 +158,46 @@ async fn sdk_failures_are_unavailable_and_name_no_secret() {
         Err(CredentialsError::Unavailable(msg)) => assert!(msg.contains("AccessDenied"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ssm_throttling_twice_then_success_is_absorbed_by_the_sdk_retries() {
+    let throttled = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    let rule = mock!(Client::get_parameters)
+        .sequence()
+        .http_status(400, Some(throttled.into()))
+        .times(2)
+        .output(|| output("after-throttling"))
+        .build();
+    // The SDK's standard retry: 3 attempts, ThrottlingException retried with backoff.
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&rule], |c| c
+        .retry_config(
+            aws_sdk_ssm::config::retry::RetryConfig::standard().with_max_attempts(3)
+        ));
+    let store = CredentialStore::new(ssm, spec(), Duration::from_secs(300));
+    assert_eq!(
+        store.get().await.unwrap().current.expose(),
+        "after-throttling"
+    );
+    assert_eq!(rule.num_calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ssm_throttling_beyond_the_retries_is_unavailable() {
+    let throttled = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    let rule = mock!(Client::get_parameters)
+        .sequence()
+        .http_status(400, Some(throttled.into()))
+        .repeatedly()
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&rule], |c| c
+        .retry_config(
+            aws_sdk_ssm::config::retry::RetryConfig::standard().with_max_attempts(3)
+        ));
+    let store = CredentialStore::new(ssm, spec(), Duration::from_secs(300));
+    match store.get().await {
+        Err(CredentialsError::Unavailable(msg)) => assert!(msg.contains("Throttling"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(rule.num_calls(), 3, "bounded by the SDK's retry policy");
 }

@@ -1,0 +1,102 @@
+//! Every log line incoming-call writes, through answers, menus, status callbacks, refusals and
+//! SSM failures, at DEBUG (more than Lambda's default INFO): no token, no unmasked number.
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use incoming_call::config::Config;
+use incoming_call::webhook::{App, handle};
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::http::HeaderValue;
+use twilio_voice::testing::{self, LogCapture};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn event(name: &str) -> ApiGatewayV2httpRequest {
+    serde_json::from_str(
+        &std::fs::read_to_string(testing::repo_root().join("events").join(name)).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn no_token_or_phone_number_reaches_the_logs() {
+    let capture = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let flow = r#"{"then": {"menu": {"prompt": "p", "options": {"1": {"forward": {"number": "+81312345678"}}}}}}"#;
+    let rule = mock!(Client::get_parameters)
+        .sequence()
+        .output(|| {
+            GetParametersOutput::builder()
+                .parameters(Parameter::builder().name("/token").value(TOKEN).build())
+                .build()
+        })
+        .times(1)
+        .http_status(
+            400,
+            Some(r#"{"__type":"AccessDeniedException","message":"denied"}"#.into()),
+        )
+        .repeatedly()
+        .build();
+    let config = Config::from_lookup(|n| match n {
+        "TWILIO_AUTH_TOKEN_PARAMETER" => Some("/token".into()),
+        "CALL_FLOW" => Some(flow.into()),
+        _ => None,
+    })
+    .unwrap();
+    let app = App::init(
+        config,
+        mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&rule]),
+    )
+    .await
+    .unwrap();
+
+    let mut forged = event("incoming-call.json");
+    forged.headers.insert(
+        "x-twilio-signature",
+        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    );
+    let mut garbage = event("incoming-call.json");
+    garbage.body = Some("%%%".into());
+    for e in [
+        event("incoming-call.json"),
+        event("incoming-call-menu.json"),
+        event("incoming-call-status.json"),
+        garbage,
+        forged.clone(),
+        forged,
+    ] {
+        let _ = handle(e, &app).await;
+    }
+    // From here SSM refuses: the webhook fails closed and logs why.
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    let response = handle(event("incoming-call.json"), &app).await;
+    assert_eq!(response.status_code, 503);
+
+    let lines = capture.assert_clean(&[TOKEN, "9012345678", "501234567", "312345678"]);
+    let text = capture.text();
+    assert!(lines >= 6, "the scenarios logged ({lines} lines): {text}");
+    assert!(
+        text.contains("call_sid=\"CA00000000000000000000000000000001\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("from=+81*******") || text.contains("from=+81********78"),
+        "masked caller: {text}"
+    );
+    assert!(
+        text.contains("webhook rejected") && text.contains("failed closed"),
+        "{text}"
+    );
+}

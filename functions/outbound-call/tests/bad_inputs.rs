@@ -1,0 +1,328 @@
+//! Bad outbound events, one row each: every one is refused with a clear error, and not one
+//! request reaches the Twilio stand-in.
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use outbound_call::config::Config;
+use outbound_call::handler::{App, handle};
+use serde_json::{Value, json};
+use twilio_voice::testing;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const TO: &str = "+819012345678";
+
+/// (what is wrong, the event, a phrase the error must contain)
+fn rows() -> Vec<(&'static str, Value, &'static str)> {
+    let say = json!("テスト");
+    vec![
+        (
+            "full-width plus",
+            json!({"to": "＋819012345678", "say": say}),
+            "E.164",
+        ),
+        (
+            "Arabic-Indic digits",
+            json!({"to": "+٨١٩٠١٢٣٤٥٦٧٨", "say": say}),
+            "E.164",
+        ),
+        (
+            "full-width digits",
+            json!({"to": "+８１９０１２３４５６７８", "say": say}),
+            "E.164",
+        ),
+        (
+            "spaces",
+            json!({"to": "+81 90 1234 5678", "say": say}),
+            "E.164",
+        ),
+        (
+            "dashes",
+            json!({"to": "+81-90-1234-5678", "say": say}),
+            "E.164",
+        ),
+        (
+            "sip: URI",
+            json!({"to": "sip:alice@example.com", "say": say}),
+            "E.164",
+        ),
+        (
+            "client: identity",
+            json!({"to": "client:alice", "say": say}),
+            "E.164",
+        ),
+        (
+            "no plus",
+            json!({"to": "819012345678", "say": say}),
+            "E.164",
+        ),
+        (
+            "leading zero",
+            json!({"to": "+0819012345678", "say": say}),
+            "E.164",
+        ),
+        (
+            "16 digits",
+            json!({"to": "+8190123456789012", "say": say}),
+            "E.164",
+        ),
+        ("1 digit", json!({"to": "+8", "say": say}), "E.164"),
+        ("empty to", json!({"to": "", "say": say}), "E.164"),
+        (
+            "trailing newline",
+            json!({"to": "+819012345678\n", "say": say}),
+            "E.164",
+        ),
+        (
+            "outside the allow-list (+44)",
+            json!({"to": "+442071838750", "say": say}),
+            "allowed prefixes",
+        ),
+        (
+            "premium satellite range",
+            json!({"to": "+881631234567", "say": say}),
+            "allowed prefixes",
+        ),
+        (
+            "to as a number",
+            json!({"to": 819012345678_u64, "say": say}),
+            "invalid type",
+        ),
+        ("to missing", json!({"say": say}), "missing field `to`"),
+        (
+            "bad from",
+            json!({"to": TO, "from": "anonymous", "say": say}),
+            "from",
+        ),
+        ("no instructions", json!({"to": TO}), "exactly one"),
+        (
+            "twiml and url",
+            json!({"to": TO, "twiml": "<Response/>", "url": "https://e.com/x"}),
+            "exactly one",
+        ),
+        (
+            "say and twiml",
+            json!({"to": TO, "twiml": "<Response/>", "say": say}),
+            "exactly one",
+        ),
+        (
+            "twiml over 4000 characters",
+            json!({"to": TO, "twiml": "a".repeat(4001)}),
+            "4000",
+        ),
+        (
+            "say rendering over 4000 characters",
+            json!({"to": TO, "say": "あ".repeat(3990)}),
+            "4000",
+        ),
+        (
+            "a 1 MB twiml",
+            json!({"to": TO, "twiml": "a".repeat(1 << 20)}),
+            "4000",
+        ),
+        (
+            "http url",
+            json!({"to": TO, "url": "http://example.com/twiml"}),
+            "https",
+        ),
+        (
+            "ftp url",
+            json!({"to": TO, "url": "ftp://example.com/twiml"}),
+            "https",
+        ),
+        (
+            "url with a leading space",
+            json!({"to": TO, "url": " https://example.com/twiml"}),
+            "https",
+        ),
+        ("relative url", json!({"to": TO, "url": "/twiml"}), "https"),
+        (
+            "http status callback",
+            json!({"to": TO, "say": say, "status_callback": "http://e.com/s"}),
+            "https",
+        ),
+        (
+            "comma-joined callback events",
+            json!({"to": TO, "say": say, "status_callback_events": ["initiated,completed"]}),
+            "unknown variant",
+        ),
+        (
+            "unknown callback event",
+            json!({"to": TO, "say": say, "status_callback_events": ["busy"]}),
+            "unknown variant",
+        ),
+        (
+            "callback events as a string",
+            json!({"to": TO, "say": say, "status_callback_events": "completed"}),
+            "invalid type",
+        ),
+        (
+            "timeout 0",
+            json!({"to": TO, "say": say, "timeout": 0}),
+            "timeout",
+        ),
+        (
+            "timeout 601",
+            json!({"to": TO, "say": say, "timeout": 601}),
+            "timeout",
+        ),
+        (
+            "negative timeout",
+            json!({"to": TO, "say": say, "timeout": -1}),
+            "invalid value",
+        ),
+        (
+            "time limit over 4 hours",
+            json!({"to": TO, "say": say, "time_limit": 14401}),
+            "time_limit",
+        ),
+        (
+            "send_digits too long",
+            json!({"to": TO, "say": say, "send_digits": "1".repeat(33)}),
+            "send_digits",
+        ),
+        (
+            "send_digits letters",
+            json!({"to": TO, "say": say, "send_digits": "12ab"}),
+            "send_digits",
+        ),
+        (
+            "machine detection value",
+            json!({"to": TO, "say": say, "machine_detection": "Maybe"}),
+            "unknown variant",
+        ),
+        (
+            "record as a string",
+            json!({"to": TO, "say": say, "record": "yes"}),
+            "invalid type",
+        ),
+        (
+            "unknown field",
+            json!({"to": TO, "say": say, "priority": "high"}),
+            "unknown field",
+        ),
+        ("empty say", json!({"to": TO, "say": " "}), "empty"),
+        (
+            "say with an unknown field",
+            json!({"to": TO, "say": {"text": "x", "speed": 2}}),
+            "did not match",
+        ),
+        (
+            "empty caller_id",
+            json!({"to": TO, "say": say, "caller_id": " "}),
+            "caller_id",
+        ),
+        ("an array", json!([{"to": TO, "say": say}]), "invalid type"),
+        ("null", Value::Null, "invalid type"),
+    ]
+}
+
+async fn app(server: &MockServer) -> App {
+    let rule = mock!(Client::get_parameters).then_output(|| {
+        GetParametersOutput::builder()
+            .parameters(
+                Parameter::builder()
+                    .name("/sid")
+                    .value("AC0123456789abcdef0123456789abcdef")
+                    .build(),
+            )
+            .parameters(Parameter::builder().name("/token").value("t").build())
+            .build()
+    });
+    let base = server.uri();
+    let vars = [
+        ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
+        ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
+        ("TWILIO_API_BASE_URL", base.as_str()),
+    ];
+    let config = Config::from_lookup(|n| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap();
+    App::init(
+        config,
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+    )
+    .await
+    .unwrap()
+}
+
+async fn posts(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count()
+}
+
+#[tokio::test]
+async fn every_bad_event_is_refused_and_nothing_is_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let rows = rows();
+    assert!(rows.len() >= 40, "{} rows", rows.len());
+    for (what, event, phrase) in rows {
+        let err = handle(event, &app).await.expect_err(what);
+        assert_eq!(
+            err.error_type(),
+            "NonRetryable.InvalidEvent",
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains(phrase), "{what}: {err}");
+    }
+    assert_eq!(posts(&server).await, 0, "no request reached Twilio");
+}
+
+#[tokio::test]
+async fn bad_http_api_bodies_get_400_and_nothing_is_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    let base = || -> Value {
+        let path = testing::repo_root().join("events/outbound-call-http-api.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut cases: Vec<(&str, Value)> = Vec::new();
+    for (what, event, _) in rows().into_iter().take(12) {
+        let mut e = base();
+        e["body"] = json!(event.to_string());
+        cases.push((what, e));
+    }
+    let mut not_base64 = base();
+    not_base64["isBase64Encoded"] = json!(true);
+    not_base64["body"] = json!("%%% not base64 %%%");
+    cases.push(("body not base64", not_base64));
+    let mut not_json = base();
+    not_json["body"] = json!("to=+819012345678&say=hi");
+    cases.push(("form body", not_json));
+    let mut empty = base();
+    empty["body"] = Value::Null;
+    cases.push(("no body", empty));
+    let mut truncated = base();
+    truncated["body"] = json!(r#"{"to": "+8190123"#);
+    cases.push(("truncated JSON", truncated));
+
+    for (what, event) in cases {
+        let out = handle(event, &app).await.unwrap();
+        assert_eq!(out["statusCode"], 400, "{what}: {out}");
+        let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["error"]["type"], "NonRetryable.InvalidEvent", "{what}");
+        assert_eq!(body["error"]["retry"], "pointless", "{what}");
+    }
+    assert_eq!(posts(&server).await, 0, "no request reached Twilio");
+}

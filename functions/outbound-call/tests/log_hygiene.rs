@@ -1,0 +1,187 @@
+//! Every log line outbound-call writes, through success, refusals and every Twilio failure, at
+//! DEBUG (more than Lambda's default INFO): no secret, no unmasked phone number.
+
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use outbound_call::config::Config;
+use outbound_call::handler::{App, handle};
+use serde_json::json;
+use twilio_voice::testing::{self, LogCapture};
+use wiremock::matchers::{body_string_contains, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SECRET: &str = "s3cr3t-auth-token-value";
+const KEY_SECRET: &str = "api-key-s3cr3t-value";
+
+async fn app(server: &MockServer, api_key: bool) -> App {
+    let rule = mock!(Client::get_parameters).then_output(|| {
+        GetParametersOutput::builder()
+            .parameters(
+                Parameter::builder()
+                    .name("/sid")
+                    .value("AC0123456789abcdef0123456789abcdef")
+                    .build(),
+            )
+            .parameters(Parameter::builder().name("/token").value(SECRET).build())
+            .parameters(
+                Parameter::builder()
+                    .name("/key")
+                    .value("SK0123456789abcdef0123456789abcdef")
+                    .build(),
+            )
+            .parameters(
+                Parameter::builder()
+                    .name("/key-secret")
+                    .value(KEY_SECRET)
+                    .build(),
+            )
+            .build()
+    });
+    let base = server.uri();
+    let mut vars = vec![
+        ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
+        ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
+        ("TWILIO_API_BASE_URL", base.as_str()),
+    ];
+    if api_key {
+        vars.extend([
+            ("TWILIO_API_KEY_SID_PARAMETER", "/key"),
+            ("TWILIO_API_KEY_SECRET_PARAMETER", "/key-secret"),
+        ]);
+    } else {
+        vars.push(("TWILIO_AUTH_TOKEN_PARAMETER", "/token"));
+    }
+    let config = Config::from_lookup(|n| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap();
+    App::init(
+        config,
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+    )
+    .await
+    .unwrap()
+}
+
+fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"code": code, "message": message, "status": status}))
+}
+
+#[tokio::test]
+async fn no_secret_or_phone_number_reaches_the_logs() {
+    let capture = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = MockServer::start().await;
+    let created = ResponseTemplate::new(201)
+        .set_body_json(json!({"sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"}));
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B819012345678"))
+        .respond_with(created)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B14155550100"))
+        .respond_with(twilio_error(
+            400,
+            21211,
+            "The 'To' number +14155550100 is not a valid phone number.",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B14155550101"))
+        .respond_with(twilio_error(
+            401,
+            20003,
+            "Authentication Error - invalid username",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B14155550102"))
+        .respond_with(twilio_error(
+            500,
+            20500,
+            "Internal error calling +14155550102",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("To=%2B14155550103"))
+        .respond_with(twilio_error(
+            429,
+            20429,
+            "Too many requests for +14155550103",
+        ))
+        .mount(&server)
+        .await;
+
+    for api_key in [false, true] {
+        let app = app(&server, api_key).await;
+        let events = [
+            json!({"to": "+819012345678", "say": {"text": "テスト", "language": "ja-JP"}}),
+            json!({"to": "+14155550100", "say": "x"}),
+            json!({"to": "+14155550101", "say": "x"}),
+            json!({"to": "+14155550102", "say": "x"}),
+            json!({"to": "+14155550103", "say": "x"}),
+            json!({"to": "+442071838750", "say": "x"}),
+            json!({"to": "+81 90 9876 5432", "say": "x"}),
+            json!({"to": "+819012345678", "from": "+15557654321x", "say": "x"}),
+        ];
+        for event in events {
+            let _ = handle(event, &app).await;
+        }
+        let mut http: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                testing::repo_root().join("events/outbound-call-http-api.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let _ = handle(http.clone(), &app).await;
+        http["body"] = json!(r#"{"to": "+442071838751", "say": "x"}"#);
+        let _ = handle(http, &app).await;
+    }
+
+    let lines = capture.assert_clean(&[
+        SECRET,
+        KEY_SECRET,
+        "9012345678",
+        "4155550100",
+        "4155550101",
+        "4155550102",
+        "4155550103",
+        "2071838750",
+        "2071838751",
+        "90 9876 5432",
+        "5557654321",
+        "Authorization",
+        "Basic ",
+    ]);
+    let text = capture.text();
+    assert!(lines > 20, "the scenarios logged ({lines} lines)");
+    assert!(
+        text.contains("call placed") && text.contains("CA0123456789abcdef0123456789abcdef"),
+        "{text}"
+    );
+    assert!(
+        text.contains("to=+81********78") && text.contains("to=+14*******00"),
+        "masked numbers are logged: {text}"
+    );
+    assert!(text.contains("outcome unknown"), "{text}");
+}
