@@ -10,17 +10,7 @@ import json
 import sys
 
 from twilio.request_validator import RequestValidator
-
-
-class MultiDict(dict):
-    def __init__(self, pairs):
-        super().__init__()
-        self.pairs = pairs
-        for k, v in pairs:
-            self.setdefault(k, v)
-
-    def getall(self, key):
-        return [v for k, v in self.pairs if k == key]
+from twilio_webhook import MultiDict  # beside this file: repeated names for the validator
 
 
 out = []

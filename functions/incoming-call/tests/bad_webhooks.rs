@@ -2,10 +2,6 @@
 
 use std::borrow::Cow;
 
-use aws_sdk_ssm::Client;
-use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
-use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use incoming_call::config::Config;
@@ -21,8 +17,7 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const HOST: &str = "abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws";
 
 fn event() -> ApiGatewayV2httpRequest {
-    let path = testing::repo_root().join("events/incoming-call.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    testing::event("incoming-call.json")
 }
 
 fn with(change: impl FnOnce(&mut ApiGatewayV2httpRequest)) -> ApiGatewayV2httpRequest {
@@ -44,20 +39,11 @@ fn signed(form: &str, url: &str, token: &str) -> ApiGatewayV2httpRequest {
 }
 
 async fn app() -> App {
-    let rule = mock!(Client::get_parameters).then_output(|| {
-        GetParametersOutput::builder()
-            .parameters(Parameter::builder().name("/token").value(TOKEN).build())
-            .build()
-    });
     let config =
-        Config::from_lookup(|n| (n == "TWILIO_AUTH_TOKEN_PARAMETER").then(|| "/token".to_owned()))
-            .unwrap();
-    App::init(
-        config,
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
-    )
-    .await
-    .unwrap()
+        Config::from_lookup(testing::vars(&[("TWILIO_AUTH_TOKEN_PARAMETER", "/token")])).unwrap();
+    App::init(config, testing::ssm_with(&[("/token", TOKEN)]))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -13,25 +13,9 @@ use twilio_voice::testing::{self, LogCapture};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-fn event(name: &str) -> ApiGatewayV2httpRequest {
-    serde_json::from_str(
-        &std::fs::read_to_string(testing::repo_root().join("events").join(name)).unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn no_token_or_phone_number_reaches_the_logs() {
-    let capture = LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let capture = capture.clone();
-            move || capture.clone()
-        })
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = LogCapture::install(tracing::Level::DEBUG);
 
     let flow = r#"{"then": {"menu": {"prompt": "p", "options": {"1": {"forward": {"number": "+81312345678"}}}}}}"#;
     let rule = mock!(Client::get_parameters)
@@ -48,11 +32,10 @@ async fn no_token_or_phone_number_reaches_the_logs() {
         )
         .repeatedly()
         .build();
-    let config = Config::from_lookup(|n| match n {
-        "TWILIO_AUTH_TOKEN_PARAMETER" => Some("/token".into()),
-        "CALL_FLOW" => Some(flow.into()),
-        _ => None,
-    })
+    let config = Config::from_lookup(testing::vars(&[
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
+        ("CALL_FLOW", flow),
+    ]))
     .unwrap();
     let app = App::init(
         config,
@@ -61,17 +44,17 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     .await
     .unwrap();
 
-    let mut forged = event("incoming-call.json");
+    let mut forged = testing::event::<ApiGatewayV2httpRequest>("incoming-call.json");
     forged.headers.insert(
         "x-twilio-signature",
         HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
     );
-    let mut garbage = event("incoming-call.json");
+    let mut garbage = testing::event::<ApiGatewayV2httpRequest>("incoming-call.json");
     garbage.body = Some("%%%".into());
     for e in [
-        event("incoming-call.json"),
-        event("incoming-call-menu.json"),
-        event("incoming-call-status.json"),
+        testing::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
+        testing::event::<ApiGatewayV2httpRequest>("incoming-call-menu.json"),
+        testing::event::<ApiGatewayV2httpRequest>("incoming-call-status.json"),
         garbage,
         forged.clone(),
         forged,
@@ -81,7 +64,11 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     // From here SSM refuses: the webhook fails closed and logs why.
     tokio::time::pause();
     tokio::time::advance(std::time::Duration::from_secs(3600)).await;
-    let response = handle(event("incoming-call.json"), &app).await;
+    let response = handle(
+        testing::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
+        &app,
+    )
+    .await;
     assert_eq!(response.status_code, 503);
 
     let lines = capture.assert_clean(&[TOKEN, "9012345678", "501234567", "312345678"]);

@@ -2,8 +2,6 @@
 //! the real SDK on `moto_server`.
 
 use aws_sdk_ssm::Client;
-use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
-use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,36 +20,15 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const HOST: &str = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws";
 
 fn event(name: &str) -> ApiGatewayV2httpRequest {
-    let path = testing::repo_root().join("events").join(name);
-    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&json).expect("a Function URL event")
+    testing::event(name)
 }
 
-fn ssm_with(values: &'static [(&'static str, &'static str)]) -> Client {
-    let rule = mock!(Client::get_parameters).then_compute_output(move |input| {
-        let mut out = GetParametersOutput::builder();
-        for name in input.names() {
-            match values.iter().find(|(n, _)| n == name) {
-                Some((n, v)) => {
-                    out = out.parameters(Parameter::builder().name(*n).value(*v).build())
-                }
-                None => out = out.invalid_parameters(name.clone()),
-            }
-        }
-        out.build()
-    });
-    mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule])
-}
+use testing::ssm_with;
 
 async fn app_with(vars: &[(&str, &str)], ssm: Client) -> App {
     let mut all = vec![("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token")];
     all.extend_from_slice(vars);
-    let config = Config::from_lookup(|n| {
-        all.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
+    let config = Config::from_lookup(testing::vars(&all)).unwrap();
     App::init(config, ssm).await.expect("app starts")
 }
 
@@ -321,8 +298,7 @@ async fn credentials_unavailable_fails_closed_with_503() {
 #[tokio::test]
 async fn missing_parameters_or_bad_flows_stop_the_start() {
     let config =
-        Config::from_lookup(|n| (n == "TWILIO_AUTH_TOKEN_PARAMETER").then(|| "/nope".to_owned()))
-            .unwrap();
+        Config::from_lookup(testing::vars(&[("TWILIO_AUTH_TOKEN_PARAMETER", "/nope")])).unwrap();
     let err = App::init(config, ssm_with(&[]))
         .await
         .err()
@@ -334,12 +310,7 @@ async fn missing_parameters_or_bad_flows_stop_the_start() {
         ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
         ("CALL_FLOW", r#"{"then": {"forward": {}}}"#),
     ];
-    let config = Config::from_lookup(|n| {
-        vars.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
+    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
     let err = App::init(config, ssm_with(&[("/twilio/auth-token", TOKEN)]))
         .await
         .err()

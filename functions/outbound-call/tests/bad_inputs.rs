@@ -1,10 +1,6 @@
 //! Bad outbound events, one row each: every one is refused with a clear error, and not one
 //! request reaches the Twilio stand-in.
 
-use aws_sdk_ssm::Client;
-use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
-use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use outbound_call::config::Config;
 use outbound_call::handler::{App, handle};
 use serde_json::{Value, json};
@@ -220,17 +216,6 @@ fn rows() -> Vec<(&'static str, Value, &'static str)> {
 }
 
 async fn app(server: &MockServer) -> App {
-    let rule = mock!(Client::get_parameters).then_output(|| {
-        GetParametersOutput::builder()
-            .parameters(
-                Parameter::builder()
-                    .name("/sid")
-                    .value("AC0123456789abcdef0123456789abcdef")
-                    .build(),
-            )
-            .parameters(Parameter::builder().name("/token").value("t").build())
-            .build()
-    });
     let base = server.uri();
     let vars = [
         ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
@@ -239,18 +224,12 @@ async fn app(server: &MockServer) -> App {
         ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
         ("TWILIO_API_BASE_URL", base.as_str()),
     ];
-    let config = Config::from_lookup(|n| {
-        vars.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
-    App::init(
-        config,
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
-    )
-    .await
-    .unwrap()
+    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
+    let ssm = testing::ssm_with(&[
+        ("/sid", "AC0123456789abcdef0123456789abcdef"),
+        ("/token", "t"),
+    ]);
+    App::init(config, ssm).await.unwrap()
 }
 
 async fn posts(server: &MockServer) -> usize {
@@ -293,10 +272,7 @@ async fn bad_http_api_bodies_get_400_and_nothing_is_sent() {
         .mount(&server)
         .await;
     let app = app(&server).await;
-    let base = || -> Value {
-        let path = testing::repo_root().join("events/outbound-call-http-api.json");
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
+    let base = || -> Value { testing::event("outbound-call-http-api.json") };
     let mut cases: Vec<(&str, Value)> = Vec::new();
     for (what, event, _) in rows().into_iter().take(12) {
         let mut e = base();

@@ -36,25 +36,10 @@ fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
     }))
 }
 
-fn ssm_rule(token: &'static str) -> Rule {
-    mock!(Client::get_parameters)
-        .match_requests(|r| r.with_decryption() == Some(true))
-        .then_output(move || {
-            GetParametersOutput::builder()
-                .parameters(
-                    Parameter::builder()
-                        .name("/twilio/account-sid")
-                        .value(SID)
-                        .build(),
-                )
-                .parameters(
-                    Parameter::builder()
-                        .name("/twilio/auth-token")
-                        .value(token)
-                        .build(),
-                )
-                .build()
-        })
+const CREDENTIALS: &[(&str, &str)] = &[("/twilio/account-sid", SID), ("/twilio/auth-token", TOKEN)];
+
+fn ssm_rule() -> Rule {
+    testing::ssm_rule(CREDENTIALS)
 }
 
 async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
@@ -65,12 +50,7 @@ async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
         ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
         ("TWILIO_API_BASE_URL", base_url),
     ];
-    let config = Config::from_lookup(|n| {
-        vars.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
+    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(1),
         total: total_timeout,
@@ -86,18 +66,28 @@ async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
 }
 
 async fn app(server: &MockServer) -> App {
-    let rule = ssm_rule(TOKEN);
     app_for(
         &server.uri(),
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        testing::ssm_with(CREDENTIALS),
         Duration::from_secs(2),
     )
     .await
 }
 
 fn event(name: &str) -> Value {
-    let path = testing::repo_root().join("events").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    testing::event(name)
+}
+
+/// A Twilio stand-in answering every call request with `response`, and the app pointed at it.
+async fn twilio_answering(response: ResponseTemplate) -> (MockServer, App) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
+    (server, app)
 }
 
 /// Requests that reached the Calls endpoint (the INIT warm-up is a HEAD elsewhere).
@@ -117,13 +107,7 @@ fn form(request: &wiremock::Request) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn each_sample_event_sends_one_correct_request() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(CALLS_PATH))
-        .respond_with(created())
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
+    let (server, app) = twilio_answering(created()).await;
 
     let out = handle(event("outbound-call-say-ja.json"), &app)
         .await
@@ -191,13 +175,7 @@ async fn each_sample_event_sends_one_correct_request() {
 
 #[tokio::test]
 async fn http_api_event_gets_201_and_bad_body_400() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(CALLS_PATH))
-        .respond_with(created())
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
+    let (server, app) = twilio_answering(created()).await;
 
     let out = handle(event("outbound-call-http-api.json"), &app)
         .await
@@ -259,13 +237,7 @@ async fn rate_limited_three_times_then_created_places_exactly_one_call() {
 
 #[tokio::test]
 async fn rate_limited_every_time_gives_up_retry_safe() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(CALLS_PATH))
-        .respond_with(twilio_error(429, 20429, "Too Many Requests"))
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
+    let (server, app) = twilio_answering(twilio_error(429, 20429, "Too Many Requests")).await;
     let err = handle(event("outbound-call-url.json"), &app)
         .await
         .unwrap_err();
@@ -280,13 +252,7 @@ async fn rate_limited_every_time_gives_up_retry_safe() {
 
 #[tokio::test]
 async fn server_error_after_the_call_was_recorded_is_never_retried() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(CALLS_PATH))
-        .respond_with(twilio_error(500, 20500, "Internal Server Error"))
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
+    let (server, app) = twilio_answering(twilio_error(500, 20500, "Internal Server Error")).await;
     let err = handle(event("outbound-call-url.json"), &app)
         .await
         .unwrap_err();
@@ -307,10 +273,10 @@ async fn answer_slower_than_the_client_timeout_is_outcome_unknown() {
         .respond_with(created().set_delay(Duration::from_secs(3)))
         .mount(&server)
         .await;
-    let rule = ssm_rule(TOKEN);
+    let rule = ssm_rule();
     let app = app_for(
         &server.uri(),
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        testing::mock_ssm(&[&rule]),
         Duration::from_millis(500),
     )
     .await;
@@ -323,17 +289,12 @@ async fn answer_slower_than_the_client_timeout_is_outcome_unknown() {
 
 #[tokio::test]
 async fn invalid_number_is_rejected_once_with_twilios_code() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(CALLS_PATH))
-        .respond_with(twilio_error(
-            400,
-            21211,
-            "The 'To' number +819012345678 is not a valid phone number.",
-        ))
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
+    let (server, app) = twilio_answering(twilio_error(
+        400,
+        21211,
+        "The 'To' number +819012345678 is not a valid phone number.",
+    ))
+    .await;
     let err = handle(event("outbound-call-url.json"), &app)
         .await
         .unwrap_err();
@@ -370,10 +331,10 @@ async fn authentication_failure_rereads_credentials_once_then_fails() {
         .respond_with(twilio_error(401, 20003, "Authenticate"))
         .mount(&server)
         .await;
-    let rule = ssm_rule(TOKEN);
+    let rule = ssm_rule();
     let app = app_for(
         &server.uri(),
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        testing::mock_ssm(&[&rule]),
         Duration::from_secs(2),
     )
     .await;
@@ -447,13 +408,8 @@ fn creds(token: &'static str) -> GetParametersOutput {
 
 #[tokio::test]
 async fn malformed_created_body_is_outcome_unknown() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(CALLS_PATH))
-        .respond_with(ResponseTemplate::new(201).set_body_string("<html>"))
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
+    let (server, app) =
+        twilio_answering(ResponseTemplate::new(201).set_body_string("<html>")).await;
     let err = handle(event("outbound-call-url.json"), &app)
         .await
         .unwrap_err();
@@ -507,13 +463,8 @@ async fn connection_reset_after_the_body_was_sent_is_outcome_unknown() {
             });
         }
     });
-    let rule = ssm_rule(TOKEN);
-    let app = app_for(
-        &base,
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
-        Duration::from_secs(2),
-    )
-    .await;
+    let rule = ssm_rule();
+    let app = app_for(&base, testing::mock_ssm(&[&rule]), Duration::from_secs(2)).await;
     let err = handle(event("outbound-call-url.json"), &app)
         .await
         .unwrap_err();
@@ -532,10 +483,10 @@ async fn unreachable_twilio_is_retry_safe() {
         .local_addr()
         .unwrap()
         .port();
-    let rule = ssm_rule(TOKEN);
+    let rule = ssm_rule();
     let app = app_for(
         &format!("http://127.0.0.1:{port}"),
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
+        testing::mock_ssm(&[&rule]),
         Duration::from_secs(2),
     )
     .await;

@@ -1,10 +1,6 @@
 //! Every log line outbound-call writes, through success, refusals and every Twilio failure, at
 //! DEBUG (more than Lambda's default INFO): no secret, no unmasked phone number.
 
-use aws_sdk_ssm::Client;
-use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
-use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use outbound_call::config::Config;
 use outbound_call::handler::{App, handle};
 use serde_json::json;
@@ -16,29 +12,6 @@ const SECRET: &str = "s3cr3t-auth-token-value";
 const KEY_SECRET: &str = "api-key-s3cr3t-value";
 
 async fn app(server: &MockServer, api_key: bool) -> App {
-    let rule = mock!(Client::get_parameters).then_output(|| {
-        GetParametersOutput::builder()
-            .parameters(
-                Parameter::builder()
-                    .name("/sid")
-                    .value("AC0123456789abcdef0123456789abcdef")
-                    .build(),
-            )
-            .parameters(Parameter::builder().name("/token").value(SECRET).build())
-            .parameters(
-                Parameter::builder()
-                    .name("/key")
-                    .value("SK0123456789abcdef0123456789abcdef")
-                    .build(),
-            )
-            .parameters(
-                Parameter::builder()
-                    .name("/key-secret")
-                    .value(KEY_SECRET)
-                    .build(),
-            )
-            .build()
-    });
     let base = server.uri();
     let mut vars = vec![
         ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
@@ -54,18 +27,14 @@ async fn app(server: &MockServer, api_key: bool) -> App {
     } else {
         vars.push(("TWILIO_AUTH_TOKEN_PARAMETER", "/token"));
     }
-    let config = Config::from_lookup(|n| {
-        vars.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
-    App::init(
-        config,
-        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]),
-    )
-    .await
-    .unwrap()
+    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
+    let ssm = testing::ssm_with(&[
+        ("/sid", "AC0123456789abcdef0123456789abcdef"),
+        ("/token", SECRET),
+        ("/key", "SK0123456789abcdef0123456789abcdef"),
+        ("/key-secret", KEY_SECRET),
+    ]);
+    App::init(config, ssm).await.unwrap()
 }
 
 fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
@@ -75,16 +44,7 @@ fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
 
 #[tokio::test]
 async fn no_secret_or_phone_number_reaches_the_logs() {
-    let capture = LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let capture = capture.clone();
-            move || capture.clone()
-        })
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = LogCapture::install(tracing::Level::DEBUG);
 
     let server = MockServer::start().await;
     let created = ResponseTemplate::new(201)
@@ -146,13 +106,7 @@ async fn no_secret_or_phone_number_reaches_the_logs() {
         for event in events {
             let _ = handle(event, &app).await;
         }
-        let mut http: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                testing::repo_root().join("events/outbound-call-http-api.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let mut http: serde_json::Value = testing::event("outbound-call-http-api.json");
         let _ = handle(http.clone(), &app).await;
         http["body"] = json!(r#"{"to": "+442071838751", "say": "x"}"#);
         let _ = handle(http, &app).await;

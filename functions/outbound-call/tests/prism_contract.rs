@@ -4,38 +4,17 @@
 
 use std::time::Duration;
 
-use aws_sdk_ssm::Client;
-use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
-use aws_sdk_ssm::types::Parameter;
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use outbound_call::config::Config;
 use outbound_call::handler::{App, handle};
-use serde_json::Value;
 use twilio_voice::calls::{HttpTimeouts, RetryPolicy};
 use twilio_voice::testing;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
-fn event(name: &str) -> Value {
-    let path = testing::repo_root().join("events").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn every_sample_event_is_accepted_by_twilios_published_schema() {
     let prism = testing::prism_twilio();
-    let rule = mock!(Client::get_parameters).then_output(|| {
-        GetParametersOutput::builder()
-            .parameters(Parameter::builder().name("/sid").value(SID).build())
-            .parameters(
-                Parameter::builder()
-                    .name("/token")
-                    .value("prism-token")
-                    .build(),
-            )
-            .build()
-    });
-    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]);
+    let ssm = testing::ssm_with(&[("/sid", SID), ("/token", "prism-token")]);
     let base = prism.url();
     let vars = [
         ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
@@ -44,12 +23,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
         ("TWILIO_API_BASE_URL", base.as_str()),
     ];
-    let config = Config::from_lookup(|n| {
-        vars.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
+    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(2),
         total: Duration::from_secs(20),
@@ -64,7 +38,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         "outbound-call-say-ja.json",
         "outbound-call-schedule.json",
     ] {
-        let out = handle(event(name), &app)
+        let out = handle(testing::event(name), &app)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
@@ -72,7 +46,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
             "{name}: {out}"
         );
     }
-    let http = handle(event("outbound-call-http-api.json"), &app)
+    let http = handle(testing::event("outbound-call-http-api.json"), &app)
         .await
         .unwrap();
     assert_eq!(http["statusCode"], 201, "{http}");

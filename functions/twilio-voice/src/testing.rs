@@ -1,7 +1,7 @@
-//! Real stand-ins on loopback for tests (feature `test-util`, enabled from dev-dependencies
-//! only): `moto_server` for SSM and Prism serving Twilio's OpenAPI spec. They are installed into
-//! the repository by `make test-deps` (`.venv/`, `.ci/node_modules/`); each stand-in is a child
-//! process that is killed when its handle drops.
+//! Test support (feature `test-util`, enabled from dev-dependencies only): real stand-ins on
+//! loopback (`moto_server` for SSM, Prism serving Twilio's OpenAPI spec, installed into the
+//! repository by `make test-deps`; each is a child process killed when its handle drops), an
+//! SSM mock, the sample events, configuration from pairs, and a log capture.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -148,4 +148,71 @@ impl std::io::Write for LogCapture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+impl LogCapture {
+    /// Captures this thread's `tracing` output at `level` until the guard drops (a
+    /// `#[tokio::test]` runs on one thread).
+    pub fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Self::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+}
+
+/// A settings lookup over fixed pairs, for the functions' `Config::from_lookup`.
+pub fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// A sample event from `events/`.
+pub fn event<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = repo_root().join("events").join(name);
+    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A GetParameters rule answering from `values`, unknown names in `InvalidParameters` as SSM
+/// does; `num_calls()` counts the reads.
+pub fn ssm_rule(values: &'static [(&'static str, &'static str)]) -> aws_smithy_mocks::Rule {
+    aws_smithy_mocks::mock!(aws_sdk_ssm::Client::get_parameters)
+        .match_requests(|r| r.with_decryption() == Some(true))
+        .then_compute_output(move |input| {
+            let mut out = aws_sdk_ssm::operation::get_parameters::GetParametersOutput::builder();
+            for name in input.names() {
+                match values.iter().find(|(n, _)| n == name) {
+                    Some((n, v)) => {
+                        out = out.parameters(
+                            aws_sdk_ssm::types::Parameter::builder()
+                                .name(*n)
+                                .value(*v)
+                                .build(),
+                        );
+                    }
+                    None => out = out.invalid_parameters(name.clone()),
+                }
+            }
+            out.build()
+        })
+}
+
+/// An SSM client answered by `rules` (see [`ssm_rule`]).
+pub fn mock_ssm(rules: &[&aws_smithy_mocks::Rule]) -> aws_sdk_ssm::Client {
+    aws_smithy_mocks::mock_client!(aws_sdk_ssm, aws_smithy_mocks::RuleMode::MatchAny, rules)
+}
+
+/// An SSM client holding `values`.
+pub fn ssm_with(values: &'static [(&'static str, &'static str)]) -> aws_sdk_ssm::Client {
+    mock_ssm(&[&ssm_rule(values)])
 }
