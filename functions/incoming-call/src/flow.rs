@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use twilio_voice::phone::PhoneNumber;
-use twilio_voice::twiml::{Dial, Gather, GatherInput, Play, Record, Redirect, Say, VoiceResponse};
+use twilio_voice::twiml::{
+    Dial, Gather, GatherInput, Play, Record, Redirect, Say, Speech, VoiceResponse,
+};
 
 /// Twilio's demo `voice.xml` plays this; the flow used when none is configured plays it too.
 pub const DEMO_AUDIO: &str = "https://demo.twilio.com/docs/classic.mp3";
@@ -27,26 +29,6 @@ pub struct CallFlow {
     /// What happens next; without it the call ends after the greeting and audio.
     #[serde(default)]
     pub then: Option<Step>,
-}
-
-/// Text to speak: a plain string, or an object that overrides the flow's language and voice.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Speech {
-    Text(String),
-    Detailed(DetailedSpeech),
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetailedSpeech {
-    pub text: String,
-    #[serde(default)]
-    pub language: Option<String>,
-    #[serde(default)]
-    pub voice: Option<String>,
-    #[serde(default, rename = "loop")]
-    pub loops: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -405,26 +387,7 @@ impl CallFlow {
     }
 
     fn say(&self, speech: &Speech) -> Say {
-        let (text, language, voice, loops) = match speech {
-            Speech::Text(t) => (t.as_str(), None, None, None),
-            Speech::Detailed(d) => (
-                d.text.as_str(),
-                d.language.as_ref(),
-                d.voice.as_ref(),
-                d.loops,
-            ),
-        };
-        let mut say = Say::new(text);
-        if let Some(language) = language.or(self.language.as_ref()) {
-            say = say.language(language);
-        }
-        if let Some(voice) = voice.or(self.voice.as_ref()) {
-            say = say.voice(voice);
-        }
-        if let Some(loops) = loops {
-            say = say.loops(loops);
-        }
-        say
+        speech.to_say(self.language.as_deref(), self.voice.as_deref())
     }
 
     /// Built-in phrases follow the flow's language: Japanese for `ja-*`, English otherwise.
@@ -434,15 +397,6 @@ impl CallFlow {
             .as_deref()
             .is_some_and(|l| l.starts_with("ja"));
         if japanese_flow { japanese } else { english }.to_owned()
-    }
-}
-
-impl Speech {
-    fn text(&self) -> &str {
-        match self {
-            Speech::Text(t) => t,
-            Speech::Detailed(d) => &d.text,
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use twilio_voice::calls::{
     CallOptions, CallRequest, Instructions, InvalidCall, MachineDetection, StatusCallbackEvent,
 };
 use twilio_voice::phone::{AllowList, PhoneError, PhoneNumber};
-use twilio_voice::twiml::{Say, VoiceResponse};
+use twilio_voice::twiml::{Speech, VoiceResponse};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +20,7 @@ pub struct CallEvent {
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
-    pub say: Option<SayEvent>,
+    pub say: Option<Speech>,
     #[serde(default)]
     pub status_callback: Option<String>,
     #[serde(default)]
@@ -37,27 +37,6 @@ pub struct CallEvent {
     pub caller_id: Option<String>,
     #[serde(default)]
     pub send_digits: Option<String>,
-}
-
-/// Text spoken when the call is answered: a string, or text with language and voice.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum SayEvent {
-    Text(String),
-    Detailed(DetailedSay),
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetailedSay {
-    pub text: String,
-    #[serde(default)]
-    pub language: Option<String>,
-    #[serde(default)]
-    pub voice: Option<String>,
-    /// Times to repeat the text (the listener may pick up late).
-    #[serde(default, rename = "loop")]
-    pub loops: Option<u32>,
 }
 
 /// Why an event is refused; nothing has been sent to Twilio.
@@ -113,7 +92,12 @@ impl CallEvent {
         let instructions = match (self.twiml, self.url, self.say) {
             (Some(twiml), None, None) => Instructions::Twiml(twiml),
             (None, Some(url), None) => Instructions::Url(url),
-            (None, None, Some(say)) => Instructions::Twiml(say.into_twiml()?),
+            (None, None, Some(say)) => {
+                if say.text().trim().is_empty() {
+                    return Err(EventError::EmptySay);
+                }
+                Instructions::Twiml(VoiceResponse::new().say(say.to_say(None, None)).to_xml())
+            }
             _ => return Err(EventError::Instructions),
         };
         let request = CallRequest {
@@ -133,34 +117,6 @@ impl CallEvent {
         };
         request.validate()?;
         Ok(request)
-    }
-}
-
-impl SayEvent {
-    fn into_twiml(self) -> Result<String, EventError> {
-        let detailed = match self {
-            SayEvent::Text(text) => DetailedSay {
-                text,
-                language: None,
-                voice: None,
-                loops: None,
-            },
-            SayEvent::Detailed(d) => d,
-        };
-        if detailed.text.trim().is_empty() {
-            return Err(EventError::EmptySay);
-        }
-        let mut say = Say::new(detailed.text);
-        if let Some(language) = detailed.language {
-            say = say.language(language);
-        }
-        if let Some(voice) = detailed.voice {
-            say = say.voice(voice);
-        }
-        if let Some(loops) = detailed.loops {
-            say = say.loops(loops);
-        }
-        Ok(VoiceResponse::new().say(say).to_xml())
     }
 }
 

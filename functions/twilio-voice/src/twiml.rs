@@ -14,6 +14,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
+
 /// One `<Response>` document.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VoiceResponse {
@@ -40,6 +42,56 @@ pub struct Say {
     language: Option<String>,
     voice: Option<String>,
     loops: Option<u32>,
+}
+
+/// Text to speak as configuration reads it (a call flow, an outbound event): a plain string, or
+/// an object with its own language, voice and repeat count.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Speech {
+    Text(String),
+    Detailed(DetailedSpeech),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailedSpeech {
+    pub text: String,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub voice: Option<String>,
+    /// Times to say it (a listener may pick up late).
+    #[serde(default, rename = "loop")]
+    pub loops: Option<u32>,
+}
+
+impl Speech {
+    pub fn text(&self) -> &str {
+        match self {
+            Speech::Text(t) => t,
+            Speech::Detailed(d) => &d.text,
+        }
+    }
+
+    /// The `<Say>`, its own language and voice first, else the given defaults.
+    pub fn to_say(&self, default_language: Option<&str>, default_voice: Option<&str>) -> Say {
+        let (language, voice, loops) = match self {
+            Speech::Text(_) => (None, None, None),
+            Speech::Detailed(d) => (d.language.as_deref(), d.voice.as_deref(), d.loops),
+        };
+        let mut say = Say::new(self.text());
+        if let Some(language) = language.or(default_language) {
+            say = say.language(language);
+        }
+        if let Some(voice) = voice.or(default_voice) {
+            say = say.voice(voice);
+        }
+        if let Some(loops) = loops {
+            say = say.loops(loops);
+        }
+        say
+    }
 }
 
 /// `<Play>`: an audio file (or `digits` to send DTMF tones).
@@ -684,6 +736,28 @@ mod tests {
             r#"</Response>"#,
         );
         assert_eq!(xml, format!("{DECL}{expected}"));
+    }
+
+    #[test]
+    fn speech_reads_a_string_or_an_object_with_defaults() {
+        let plain: Speech = serde_json::from_str(r#""もしもし""#).unwrap();
+        let xml = VoiceResponse::new()
+            .say(plain.to_say(Some("ja-JP"), Some("Polly.Mizuki")))
+            .to_xml();
+        assert!(
+            xml.contains(r#"<Say language="ja-JP" voice="Polly.Mizuki">もしもし</Say>"#),
+            "{xml}"
+        );
+        let own: Speech =
+            serde_json::from_str(r#"{"text": "Hi", "language": "en-US", "loop": 2}"#).unwrap();
+        let xml = VoiceResponse::new()
+            .say(own.to_say(Some("ja-JP"), Some("Polly.Mizuki")))
+            .to_xml();
+        assert!(
+            xml.contains(r#"<Say language="en-US" voice="Polly.Mizuki" loop="2">Hi</Say>"#),
+            "{xml}"
+        );
+        assert!(serde_json::from_str::<Speech>(r#"{"text": "x", "speed": 2}"#).is_err());
     }
 
     #[test]
