@@ -430,35 +430,15 @@ async fn connection_reset_after_the_body_was_sent_is_outcome_unknown() {
             let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
+                while let Some(head) = read_request(&mut socket, &mut buf).await {
+                    if head.starts_with("HEAD") {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        continue;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf);
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        if text.starts_with("HEAD") {
-                            let _ = socket
-                                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                                .await;
-                            buf.clear();
-                            continue;
-                        }
-                        let length: usize = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + length {
-                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            return; // drop: the connection closes with the request unanswered
-                        }
-                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return; // drop: the connection closes with the request unanswered
                 }
             });
         }
@@ -550,5 +530,92 @@ async fn diagnostics_carry_the_retry_class() {
             .unwrap()
             .iter()
             .all(|r| r.method.as_str() != "POST")
+    );
+}
+
+/// Reads one whole HTTP/1.1 request (head, then a Content-Length body) and removes it from
+/// `buf`; returns its head, or `None` once the peer has closed.
+async fn read_request(socket: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                buf.drain(..end + 4 + length);
+                return Some(text[..end].to_owned());
+            }
+        }
+        let n = socket.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A keep-alive HTTP/1.1 Twilio stand-in that counts the TCP connections it accepts.
+async fn counting_twilio() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_request(&mut socket, &mut buf).await {
+                    let answer = if head.starts_with("POST") {
+                        let body =
+                            r#"{"sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"}"#;
+                        format!(
+                            "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_owned()
+                    };
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (base, accepted)
+}
+
+#[tokio::test]
+async fn the_first_call_reuses_the_connection_opened_during_init() {
+    use std::sync::atomic::Ordering;
+    let (base, accepted) = counting_twilio().await;
+    let app = app_for(
+        &base,
+        testing::ssm_with(CREDENTIALS),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "INIT opened the connection"
+    );
+    let out = handle(event("outbound-call-url.json"), &app).await.unwrap();
+    assert_eq!(out["status"], "queued");
+    handle(event("outbound-call-say-ja.json"), &app)
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the calls went over the connection from INIT: no handshake on the request path"
     );
 }
