@@ -5,8 +5,6 @@ pub mod config;
 pub mod flow;
 pub mod webhook;
 
-use std::time::Duration;
-
 use config::{Config, FlowSource};
 use flow::{CallFlow, FlowError};
 use twilio_voice::credentials::{self, CredentialStore, CredentialsError};
@@ -51,6 +49,3 @@ impl App {
         })
     }
 }
-
-/// How long the auth token is trusted before SSM is asked again.
-pub const TOKEN_TTL: Duration = credentials::DEFAULT_TTL;

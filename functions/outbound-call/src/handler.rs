@@ -51,9 +51,9 @@ impl OutboundError {
             Self::Event(_) => Retry::Useless,
             Self::Credentials(CredentialsError::Unavailable(_)) => Retry::Safe,
             Self::Credentials(_) => Retry::Useless,
-            Self::Call(CallError::RateLimited { .. } | CallError::Unreachable(_)) => Retry::Safe,
-            Self::Call(CallError::Rejected(_) | CallError::Authentication(_)) => Retry::Useless,
+            Self::Call(e) if e.retry_safe() => Retry::Safe,
             Self::Call(CallError::OutcomeUnknown(_)) => Retry::Unsafe,
+            Self::Call(_) => Retry::Useless,
         }
     }
 

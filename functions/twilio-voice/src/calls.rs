@@ -361,10 +361,6 @@ impl CallsClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
     /// Opens the connection (TCP + TLS) during INIT so the first call after a cold start pays no
     /// handshake. Any answer will do; failures are left for the real request to report.
     pub async fn warm_up(&self) {
