@@ -2,6 +2,7 @@
 //! stops the function at INIT with the setting's name.
 
 use twilio_voice::credentials::WebhookTokenSpec;
+use twilio_voice::settings::Settings;
 
 /// Where the call flow comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,45 +24,31 @@ pub struct Config {
     pub flow: FlowSource,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("missing required setting {0}")]
-    Missing(&'static str),
-    #[error("setting {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
+pub use twilio_voice::settings::SettingsError as ConfigError;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let auth_token = get("TWILIO_AUTH_TOKEN_PARAMETER")
-            .ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN_PARAMETER"))?;
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let settings = Settings::new(lookup);
+        let get = |name: &str| settings.get(name);
+        let auth_token = settings.required("TWILIO_AUTH_TOKEN_PARAMETER")?;
         let previous_auth_token = get("TWILIO_PREVIOUS_AUTH_TOKEN_PARAMETER");
-        let public_base_url = get("PUBLIC_BASE_URL")
-            .map(|raw| {
-                let url = url::Url::parse(&raw).map_err(|e| ConfigError::Invalid {
-                    name: "PUBLIC_BASE_URL",
-                    reason: e.to_string(),
-                })?;
-                if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
-                    return Err(ConfigError::Invalid {
-                        name: "PUBLIC_BASE_URL",
-                        reason: "expected http(s)://host[/prefix] without a query".into(),
-                    });
-                }
-                Ok(raw.trim_end_matches('/').to_owned())
-            })
-            .transpose()?;
+        let public_base_url = settings.parse("PUBLIC_BASE_URL", |raw| {
+            let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
+            if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
+                return Err("expected http(s)://host[/prefix] without a query".to_owned());
+            }
+            Ok(raw.trim_end_matches('/').to_owned())
+        })?;
         let flow = match (get("CALL_FLOW"), get("CALL_FLOW_PARAMETER")) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    name: "CALL_FLOW",
-                    reason: "set CALL_FLOW or CALL_FLOW_PARAMETER, not both".into(),
-                });
+                return Err(ConfigError::invalid(
+                    "CALL_FLOW",
+                    "set CALL_FLOW or CALL_FLOW_PARAMETER, not both",
+                ));
             }
             (Some(json), None) => FlowSource::Inline(json),
             (None, Some(name)) => FlowSource::Parameter(name),

@@ -4,6 +4,7 @@
 use twilio_voice::calls::DEFAULT_API_BASE_URL;
 use twilio_voice::credentials::{ApiAuthSpec, ApiCredentialSpec};
 use twilio_voice::phone::{AllowList, PhoneNumber};
+use twilio_voice::settings::Settings;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,26 +15,17 @@ pub struct Config {
     pub api_base_url: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("missing required setting {0}")]
-    Missing(&'static str),
-    #[error("setting {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
+pub use twilio_voice::settings::SettingsError as ConfigError;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let settings = Settings::new(lookup);
+        let get = |name: &str| settings.get(name);
+        let required = |name: &'static str| settings.required(name);
 
         let account_sid = required("TWILIO_ACCOUNT_SID_PARAMETER")?;
         let auth = match (
@@ -45,19 +37,9 @@ impl Config {
             (Some(_), None) => return Err(ConfigError::Missing("TWILIO_API_KEY_SECRET_PARAMETER")),
             (None, Some(_)) => return Err(ConfigError::Missing("TWILIO_API_KEY_SID_PARAMETER")),
         };
-        let from = get("TWILIO_FROM_NUMBER")
-            .map(|n| {
-                PhoneNumber::parse(&n).map_err(|e| ConfigError::Invalid {
-                    name: "TWILIO_FROM_NUMBER",
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()?;
+        let from = settings.parse("TWILIO_FROM_NUMBER", PhoneNumber::parse)?;
         let allowed_destinations = AllowList::parse(&required("ALLOWED_DESTINATION_PREFIXES")?)
-            .map_err(|e| ConfigError::Invalid {
-                name: "ALLOWED_DESTINATION_PREFIXES",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ConfigError::invalid("ALLOWED_DESTINATION_PREFIXES", e))?;
         let api_base_url =
             get("TWILIO_API_BASE_URL").unwrap_or_else(|| DEFAULT_API_BASE_URL.to_owned());
         check_api_base_url(&api_base_url)?;
@@ -72,10 +54,7 @@ impl Config {
 
 /// Credentials travel in the Authorization header: plain http only to a stand-in on loopback.
 fn check_api_base_url(raw: &str) -> Result<(), ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        name: "TWILIO_API_BASE_URL",
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| ConfigError::invalid("TWILIO_API_BASE_URL", reason);
     let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match url.scheme() {

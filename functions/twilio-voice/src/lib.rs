@@ -5,6 +5,7 @@
 pub mod calls;
 pub mod credentials;
 pub mod phone;
+pub mod settings;
 pub mod signature;
 pub mod twiml;
 
