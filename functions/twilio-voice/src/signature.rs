@@ -7,7 +7,6 @@
 //! libraries, the URL is tried with its port removed and with the default port added.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -44,6 +43,10 @@ pub enum SignatureError {
 
 /// Checks a webhook's signature against each token in turn (the current one, then the one being
 /// rotated out). `Ok` only when the signature matches and, for a JSON body, so does its hash.
+///
+/// The URL as given is tried first and its port variant only when that fails, so a genuine
+/// webhook costs one HMAC. Stopping at the first match tells a timing observer which candidate
+/// matched, nothing about the tokens: each comparison is constant-time.
 pub fn validate<'t>(
     url: &str,
     payload: Payload<'_>,
@@ -51,49 +54,39 @@ pub fn validate<'t>(
     tokens: impl IntoIterator<Item = &'t AuthToken>,
 ) -> Result<(), SignatureError> {
     let signature = signature.ok_or(SignatureError::Missing)?;
-    let expected = BASE64
-        .decode(signature)
+    let mut expected = [0u8; 32];
+    let len = BASE64
+        .decode_slice(signature, &mut expected)
         .map_err(|_| SignatureError::Malformed)?;
-    if expected.len() != 20 {
+    if len != 20 {
         return Err(SignatureError::Malformed);
     }
+    let expected = &expected[..len];
 
-    let no_params: &[(Cow<'_, str>, Cow<'_, str>)] = &[];
     let params = match payload {
-        Payload::Params(params) => params,
+        Payload::Params(params) => sorted(params),
         Payload::Body(body) => {
             check_body_hash(url, body)?;
-            no_params
+            Vec::new()
         }
     };
 
-    let (with_port, without_port) = port_variants(url);
-    let signed: Vec<String> = [with_port, without_port]
-        .into_iter()
-        .map(|url| string_to_sign(&url, params))
-        .collect();
-
-    // Every candidate is computed, so the time taken does not tell which token or URL matched.
-    let mut matched = false;
+    let mut other_port: Option<Cow<'_, str>> = None;
     for token in tokens {
-        for s in &signed {
-            matched |= mac(token, s).verify_slice(&expected).is_ok();
+        if mac(token, url, &params).verify_slice(expected).is_ok() {
+            return Ok(());
+        }
+        let other = other_port.get_or_insert_with(|| port_variant(url));
+        if mac(token, other, &params).verify_slice(expected).is_ok() {
+            return Ok(());
         }
     }
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    Err(SignatureError::Mismatch)
 }
 
 /// The signature Twilio would send for `url` and `params` (for tests, tools and benchmarks).
 pub fn sign<'a>(url: &str, params: &[(Cow<'a, str>, Cow<'a, str>)], token: &AuthToken) -> String {
-    BASE64.encode(
-        mac(token, &string_to_sign(url, params))
-            .finalize()
-            .into_bytes(),
-    )
+    BASE64.encode(mac(token, url, &sorted(params)).finalize().into_bytes())
 }
 
 /// The `bodySHA256` value for a JSON body: lowercase hex SHA-256.
@@ -101,29 +94,26 @@ pub fn body_sha256(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-fn mac(token: &AuthToken, data: &str) -> Hmac<Sha1> {
+/// HMAC-SHA1 of the string to sign, fed piece by piece rather than built: the URL, then each
+/// name and value in order.
+fn mac(token: &AuthToken, url: &str, params: &[(&str, &str)]) -> Hmac<Sha1> {
     let mut mac = Hmac::<Sha1>::new_from_slice(token.expose().as_bytes())
         .expect("HMAC accepts keys of any length");
-    mac.update(data.as_bytes());
+    mac.update(url.as_bytes());
+    for (name, value) in params {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
     mac
 }
 
-fn string_to_sign(url: &str, params: &[(Cow<'_, str>, Cow<'_, str>)]) -> String {
-    let mut sorted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (name, value) in params {
-        sorted.entry(name).or_default().insert(value);
-    }
-    let mut s = String::with_capacity(
-        url.len() + params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
-    );
-    s.push_str(url);
-    for (name, values) in sorted {
-        for value in values {
-            s.push_str(name);
-            s.push_str(value);
-        }
-    }
-    s
+/// Parameters in signing order: names in byte order, a repeated name's values sorted, and a
+/// repeated name-value pair signed once.
+fn sorted<'a>(params: &'a [(Cow<'_, str>, Cow<'_, str>)]) -> Vec<(&'a str, &'a str)> {
+    let mut sorted: Vec<(&str, &str)> = params.iter().map(|(k, v)| (&**k, &**v)).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
 }
 
 fn check_body_hash(url: &str, body: &[u8]) -> Result<(), SignatureError> {
@@ -141,11 +131,11 @@ fn check_body_hash(url: &str, body: &[u8]) -> Result<(), SignatureError> {
     }
 }
 
-/// The URL with the default port added (when it has none) and with its port removed (when it has
-/// one); one of the two is the URL itself.
-fn port_variants(url: &str) -> (Cow<'_, str>, Cow<'_, str>) {
+/// The URL with the default port added when it has none, or with its port removed when it has
+/// one: the form Twilio may have signed if it is not the URL as received.
+fn port_variant(url: &str) -> Cow<'_, str> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return (Cow::Borrowed(url), Cow::Borrowed(url));
+        return Cow::Borrowed(url);
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -157,22 +147,18 @@ fn port_variants(url: &str) -> (Cow<'_, str>, Cow<'_, str>) {
         None => host_port.rfind(':'),
     };
     match port_colon {
-        Some(colon) => {
-            let without = format!(
-                "{scheme}://{}{}{tail}",
-                &authority[..host_start],
-                &host_port[..colon]
-            );
-            (Cow::Borrowed(url), Cow::Owned(without))
-        }
+        Some(colon) => Cow::Owned(format!(
+            "{scheme}://{}{}{tail}",
+            &authority[..host_start],
+            &host_port[..colon]
+        )),
         None => {
             let port = if scheme.eq_ignore_ascii_case("https") {
                 443
             } else {
                 80
             };
-            let with = format!("{scheme}://{authority}:{port}{tail}");
-            (Cow::Owned(with), Cow::Borrowed(url))
+            Cow::Owned(format!("{scheme}://{authority}:{port}{tail}"))
         }
     }
 }
@@ -372,8 +358,22 @@ mod tests {
     #[test]
     fn names_sort_by_byte_order() {
         // Uppercase sorts before lowercase; a mis-sorted implementation signs a different string.
-        let params = pairs(&[("b", "2"), ("B", "1"), ("a", "3")]);
-        assert_eq!(string_to_sign("u", &params), "uB1a3b2");
+        let params = pairs(&[("b", "2"), ("B", "1"), ("a", "3"), ("a", "1"), ("a", "3")]);
+        assert_eq!(
+            sorted(&params),
+            [("B", "1"), ("a", "1"), ("a", "3"), ("b", "2")]
+        );
+        // The MAC is over the concatenation, in that order.
+        let direct = Hmac::<Sha1>::new_from_slice(b"12345")
+            .unwrap()
+            .chain_update(b"uB1a1a3b2")
+            .finalize()
+            .into_bytes();
+        assert_eq!(
+            sign("u", &params, &token()),
+            BASE64.encode(direct),
+            "signed in byte order, duplicates once"
+        );
     }
 
     #[test]
@@ -433,35 +433,14 @@ mod tests {
     }
 
     #[test]
-    fn port_variants_cover_each_shape() {
-        let v = |u| {
-            let (a, b) = port_variants(u);
-            (a.into_owned(), b.into_owned())
-        };
-        assert_eq!(
-            v("https://h/x"),
-            ("https://h:443/x".into(), "https://h/x".into())
-        );
-        assert_eq!(
-            v("http://h?q=1"),
-            ("http://h:80?q=1".into(), "http://h?q=1".into())
-        );
-        assert_eq!(
-            v("https://h:9000/x"),
-            ("https://h:9000/x".into(), "https://h/x".into())
-        );
-        assert_eq!(
-            v("https://u:p@h/x"),
-            ("https://u:p@h:443/x".into(), "https://u:p@h/x".into())
-        );
-        assert_eq!(
-            v("https://[::1]:8443/"),
-            ("https://[::1]:8443/".into(), "https://[::1]/".into())
-        );
-        assert_eq!(
-            v("https://[::1]/"),
-            ("https://[::1]:443/".into(), "https://[::1]/".into())
-        );
-        assert_eq!(v("no-scheme"), ("no-scheme".into(), "no-scheme".into()));
+    fn port_variant_adds_or_removes_the_port() {
+        let v = |u| port_variant(u).into_owned();
+        assert_eq!(v("https://h/x"), "https://h:443/x");
+        assert_eq!(v("http://h?q=1"), "http://h:80?q=1");
+        assert_eq!(v("https://h:9000/x"), "https://h/x");
+        assert_eq!(v("https://u:p@h/x"), "https://u:p@h:443/x");
+        assert_eq!(v("https://[::1]:8443/"), "https://[::1]/");
+        assert_eq!(v("https://[::1]/"), "https://[::1]:443/");
+        assert_eq!(v("no-scheme"), "no-scheme");
     }
 }

@@ -11,7 +11,6 @@
 //! assert!(xml.contains(r#"<Say language="ja-JP" voice="Polly.Mizuki">お電話ありがとうございます。</Say>"#));
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -223,21 +222,25 @@ impl VoiceResponse {
 
     /// The whole document, with the XML declaration.
     pub fn to_xml(&self) -> String {
-        self.to_string()
+        // Written straight into one buffer: no formatter machinery on the webhook's path.
+        let mut out = String::with_capacity(1024);
+        out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        if self.verbs.is_empty() {
+            out.push_str("<Response/>");
+            return out;
+        }
+        out.push_str("<Response>");
+        for verb in &self.verbs {
+            verb.write(&mut out);
+        }
+        out.push_str("</Response>");
+        out
     }
 }
 
 impl fmt::Display for VoiceResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
-        if self.verbs.is_empty() {
-            return f.write_str("<Response/>");
-        }
-        f.write_str("<Response>")?;
-        for verb in &self.verbs {
-            verb.write(f)?;
-        }
-        f.write_str("</Response>")
+        f.write_str(&self.to_xml())
     }
 }
 
@@ -462,7 +465,7 @@ impl GatherInput {
 }
 
 impl Verb {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write(&self, out: &mut String) {
         match self {
             Verb::Say(say) => say.write(out),
             Verb::Play(play) => play.write(out),
@@ -470,11 +473,11 @@ impl Verb {
             Verb::Gather(gather) => gather.write(out),
             Verb::Dial(dial) => dial.write(out),
             Verb::Record(record) => record.write(out),
-            Verb::Hangup => out.write_str("<Hangup/>"),
+            Verb::Hangup => out.push_str("<Hangup/>"),
             Verb::Redirect(r) => element(
                 out,
                 "Redirect",
-                &[("method", r.method.as_deref().map(Cow::Borrowed))],
+                &[("method", r.method.as_deref().map(Text::Str))],
                 Some(&r.url),
             ),
             Verb::Reject(reason) => {
@@ -482,21 +485,21 @@ impl Verb {
                     Reject::Rejected => "rejected",
                     Reject::Busy => "busy",
                 };
-                element(out, "Reject", &[("reason", Some(reason.into()))], None)
+                element(out, "Reject", &[("reason", Some(Text::Str(reason)))], None)
             }
         }
     }
 }
 
 impl Say {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write(&self, out: &mut String) {
         element(
             out,
             "Say",
             &[
-                ("language", self.language.as_deref().map(Cow::Borrowed)),
-                ("voice", self.voice.as_deref().map(Cow::Borrowed)),
-                ("loop", self.loops.map(number)),
+                ("language", self.language.as_deref().map(Text::Str)),
+                ("voice", self.voice.as_deref().map(Text::Str)),
+                ("loop", self.loops.map(Text::Num)),
             ],
             Some(&self.text),
         )
@@ -504,13 +507,13 @@ impl Say {
 }
 
 impl Play {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write(&self, out: &mut String) {
         element(
             out,
             "Play",
             &[
-                ("loop", self.loops.map(number)),
-                ("digits", self.digits.as_deref().map(Cow::Borrowed)),
+                ("loop", self.loops.map(Text::Num)),
+                ("digits", self.digits.as_deref().map(Text::Str)),
             ],
             self.url.as_deref(),
         )
@@ -518,54 +521,56 @@ impl Play {
 }
 
 impl Pause {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        element(out, "Pause", &[("length", self.length.map(number))], None)
+    fn write(&self, out: &mut String) {
+        element(
+            out,
+            "Pause",
+            &[("length", self.length.map(Text::Num))],
+            None,
+        )
     }
 }
 
 impl Gather {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write(&self, out: &mut String) {
         let attrs = [
-            ("input", self.input.map(|i| i.as_str().into())),
-            ("action", self.action.as_deref().map(Cow::Borrowed)),
-            ("method", self.method.as_deref().map(Cow::Borrowed)),
-            ("timeout", self.timeout.map(number)),
-            ("numDigits", self.num_digits.map(number)),
-            (
-                "finishOnKey",
-                self.finish_on_key.as_deref().map(Cow::Borrowed),
-            ),
-            ("language", self.language.as_deref().map(Cow::Borrowed)),
-            ("hints", self.hints.as_deref().map(Cow::Borrowed)),
+            ("input", self.input.map(|i| Text::Str(i.as_str()))),
+            ("action", self.action.as_deref().map(Text::Str)),
+            ("method", self.method.as_deref().map(Text::Str)),
+            ("timeout", self.timeout.map(Text::Num)),
+            ("numDigits", self.num_digits.map(Text::Num)),
+            ("finishOnKey", self.finish_on_key.as_deref().map(Text::Str)),
+            ("language", self.language.as_deref().map(Text::Str)),
+            ("hints", self.hints.as_deref().map(Text::Str)),
         ];
         if self.prompts.is_empty() {
             return element(out, "Gather", &attrs, None);
         }
-        open_tag(out, "Gather", &attrs)?;
-        out.write_char('>')?;
+        open_tag(out, "Gather", &attrs);
+        out.push('>');
         for prompt in &self.prompts {
             match prompt {
-                Prompt::Say(say) => say.write(out)?,
-                Prompt::Play(play) => play.write(out)?,
-                Prompt::Pause(pause) => pause.write(out)?,
+                Prompt::Say(say) => say.write(out),
+                Prompt::Play(play) => play.write(out),
+                Prompt::Pause(pause) => pause.write(out),
             }
         }
-        out.write_str("</Gather>")
+        out.push_str("</Gather>")
     }
 }
 
 impl Dial {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write(&self, out: &mut String) {
         element(
             out,
             "Dial",
             &[
-                ("callerId", self.caller_id.as_deref().map(Cow::Borrowed)),
-                ("timeout", self.timeout.map(number)),
-                ("action", self.action.as_deref().map(Cow::Borrowed)),
-                ("method", self.method.as_deref().map(Cow::Borrowed)),
-                ("timeLimit", self.time_limit.map(number)),
-                ("record", self.record.as_deref().map(Cow::Borrowed)),
+                ("callerId", self.caller_id.as_deref().map(Text::Str)),
+                ("timeout", self.timeout.map(Text::Num)),
+                ("action", self.action.as_deref().map(Text::Str)),
+                ("method", self.method.as_deref().map(Text::Str)),
+                ("timeLimit", self.time_limit.map(Text::Num)),
+                ("record", self.record.as_deref().map(Text::Str)),
             ],
             Some(&self.number),
         )
@@ -573,28 +578,29 @@ impl Dial {
 }
 
 impl Record {
-    fn write(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    fn write(&self, out: &mut String) {
         element(
             out,
             "Record",
             &[
-                ("action", self.action.as_deref().map(Cow::Borrowed)),
-                ("method", self.method.as_deref().map(Cow::Borrowed)),
-                ("maxLength", self.max_length.map(number)),
-                ("timeout", self.timeout.map(number)),
+                ("action", self.action.as_deref().map(Text::Str)),
+                ("method", self.method.as_deref().map(Text::Str)),
+                ("maxLength", self.max_length.map(Text::Num)),
+                ("timeout", self.timeout.map(Text::Num)),
+                ("finishOnKey", self.finish_on_key.as_deref().map(Text::Str)),
                 (
-                    "finishOnKey",
-                    self.finish_on_key.as_deref().map(Cow::Borrowed),
+                    "playBeep",
+                    self.play_beep
+                        .map(|b| Text::Str(if b { "true" } else { "false" })),
                 ),
-                ("playBeep", self.play_beep.map(|b| b.to_string().into())),
-                ("transcribe", self.transcribe.then_some("true".into())),
+                ("transcribe", self.transcribe.then_some(Text::Str("true"))),
                 (
                     "transcribeCallback",
-                    self.transcribe_callback.as_deref().map(Cow::Borrowed),
+                    self.transcribe_callback.as_deref().map(Text::Str),
                 ),
                 (
                     "recordingStatusCallback",
-                    self.recording_status_callback.as_deref().map(Cow::Borrowed),
+                    self.recording_status_callback.as_deref().map(Text::Str),
                 ),
             ],
             None,
@@ -602,48 +608,81 @@ impl Record {
     }
 }
 
-fn number(n: u32) -> Cow<'static, str> {
-    Cow::Owned(n.to_string())
+/// An attribute value: text to escape, or a number.
+enum Text<'a> {
+    Str(&'a str),
+    Num(u32),
 }
 
-type Attr<'a> = (&'static str, Option<Cow<'a, str>>);
+type Attr<'a> = (&'static str, Option<Text<'a>>);
 
-fn open_tag(out: &mut impl fmt::Write, name: &str, attrs: &[Attr<'_>]) -> fmt::Result {
-    write!(out, "<{name}")?;
+fn open_tag(out: &mut String, name: &str, attrs: &[Attr<'_>]) {
+    out.push('<');
+    out.push_str(name);
     for (key, value) in attrs {
-        if let Some(value) = value {
-            write!(out, " {key}=\"{}\"", xml_safe(value))?;
+        let Some(value) = value else { continue };
+        out.push(' ');
+        out.push_str(key);
+        out.push_str("=\"");
+        match value {
+            Text::Str(s) => push_xml_safe(out, s),
+            Text::Num(n) => {
+                use fmt::Write as _;
+                let _ = write!(out, "{n}");
+            }
         }
+        out.push('"');
     }
-    Ok(())
 }
 
-fn element(
-    out: &mut impl fmt::Write,
-    name: &str,
-    attrs: &[Attr<'_>],
-    text: Option<&str>,
-) -> fmt::Result {
-    open_tag(out, name, attrs)?;
+fn element(out: &mut String, name: &str, attrs: &[Attr<'_>], text: Option<&str>) {
+    open_tag(out, name, attrs);
     match text {
-        Some(text) => write!(out, ">{}</{name}>", xml_safe(text)),
-        None => out.write_str("/>"),
+        Some(text) => {
+            out.push('>');
+            push_xml_safe(out, text);
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+        None => out.push_str("/>"),
     }
 }
 
 /// Escapes the five XML specials and drops the characters XML 1.0 does not allow at all
 /// (C0 controls except tab/newline/carriage return, U+FFFE, U+FFFF): one such character would
 /// make the whole document unparsable and Twilio would play its error message.
-fn xml_safe(raw: &str) -> Cow<'_, str> {
-    let allowed = |c: char| {
-        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
-    };
-    if raw.chars().all(allowed) {
-        quick_xml::escape::escape(raw)
-    } else {
-        let cleaned: String = raw.chars().filter(|&c| allowed(c)).collect();
-        Cow::Owned(quick_xml::escape::escape(cleaned).into_owned())
+fn push_xml_safe(out: &mut String, raw: &str) {
+    // One branch-free pass (it vectorizes) decides whether any work is needed: most text has
+    // nothing to escape and nothing to drop, and is copied as it is.
+    let (mut unusual, mut special) = (false, false);
+    for &b in raw.as_bytes() {
+        unusual |= b < 0x20 || b == 0xEF;
+        special |= matches!(b, b'<' | b'>' | b'&' | b'\'' | b'"');
     }
+    if !unusual && !special {
+        out.push_str(raw);
+    } else if !unusual || xml_allowed(raw) {
+        out.push_str(&quick_xml::escape::escape(raw));
+    } else {
+        let allowed = |c: char| {
+            matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+        };
+        let cleaned: String = raw.chars().filter(|&c| allowed(c)).collect();
+        out.push_str(&quick_xml::escape::escape(&cleaned));
+    }
+}
+
+/// True when `raw` has none of the characters XML 1.0 forbids; one pass over the bytes (in
+/// UTF-8, U+FFFE and U+FFFF are EF BF BE and EF BF BF).
+fn xml_allowed(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => true,
+        0..0x20 => false,
+        0xEF => !(bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF))),
+        _ => true,
+    })
 }
 
 #[cfg(test)]
@@ -797,5 +836,33 @@ mod tests {
         assert!(xml.contains("<Say>abcde\tf\nghi</Say>"), "{xml:?}");
         let cr = VoiceResponse::new().say(Say::new("a\rb")).to_xml();
         assert!(cr.contains("<Say>a&#13;b</Say>"), "{cr:?}");
+    }
+
+    #[test]
+    fn byte_scan_agrees_with_the_character_rule() {
+        let rule = |s: &str| {
+            s.chars().all(|c| {
+                matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+            })
+        };
+        for s in [
+            "",
+            "plain",
+            "日本語テキスト",
+            "\u{FFFD}",
+            "\u{FFFE}",
+            "x\u{FFFF}",
+            "\u{FEFF}",
+            "\u{EFBF}",
+            "\u{F000}\u{BE}",
+            "tab\tnl\ncr\r",
+            "\u{1}",
+            "\u{1F}",
+            "\u{7F}",
+            "末尾\u{FFFF}",
+            "\u{10FFFF}",
+        ] {
+            assert_eq!(xml_allowed(s), rule(s), "{s:?}");
+        }
     }
 }
