@@ -7,10 +7,10 @@ use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    twilio_voice::logging::init();
     let config = Config::from_env()?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let app = App::init(config, aws_sdk_ssm::Client::new(&aws)).await?;
+    let ssm = twilio_voice::ssm::client(|name| std::env::var(name).ok())?;
+    let app = App::init(config, ssm).await?;
     let app = &app;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

@@ -4,9 +4,11 @@
 
 pub mod calls;
 pub mod credentials;
+pub mod logging;
 pub mod phone;
 pub mod settings;
 pub mod signature;
+pub mod ssm;
 pub mod twiml;
 
 #[cfg(feature = "test-util")]

@@ -94,17 +94,16 @@ pub fn prism_twilio() -> StandIn {
     spawn(command, port, "prism", Duration::from_secs(120))
 }
 
-/// An SSM client for a stand-in endpoint, with throwaway credentials.
+/// An SSM client for a stand-in endpoint, with throwaway credentials, built the way the
+/// functions build theirs (`ssm::client`), so every moto test goes through that path too.
 pub async fn ssm_client(endpoint: &str) -> aws_sdk_ssm::Client {
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("ap-northeast-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-            "testing", "testing", None, None, "stand-in",
-        ))
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
+    crate::ssm::client(vars(&[
+        ("AWS_REGION", "ap-northeast-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ]))
+    .expect("an SSM client for the stand-in")
 }
 
 /// Stores a SecureString parameter.

@@ -1,0 +1,169 @@
+//! The SSM client as a Lambda function reaches it, built from what Lambda puts in the
+//! environment rather than through `aws-config`'s full provider chain.
+//!
+//! Lambda always provides the region and the execution role's credentials as environment
+//! variables, so profiles, SSO, STS web identity and IMDS are dead weight here: dropping them
+//! takes about a megabyte off each bootstrap. TLS trusts the Amazon Trust Services roots, which
+//! AWS's own endpoints chain to, instead of parsing the whole system store at every cold start
+//! (several milliseconds); `AWS_CA_BUNDLE` adds roots for an endpoint that needs others.
+
+use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+
+use crate::settings::{Settings, SettingsError};
+
+/// Amazon Root CA 1–4, as published at <https://www.amazontrust.com/repository/>. (The
+/// Starfield root that cross-signs them only matters to clients that lack these.)
+pub const AMAZON_TRUST_SERVICES: &str = include_str!("../certs/amazon-trust-services.pem");
+
+/// An SSM client from `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN` and, for a stand-in such as moto, `AWS_ENDPOINT_URL_SSM` or
+/// `AWS_ENDPOINT_URL`. A missing setting is an error naming it.
+pub fn client(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<aws_sdk_ssm::Client, SettingsError> {
+    let settings = Settings::new(lookup);
+    let region = settings.required("AWS_REGION")?;
+    let credentials = Credentials::new(
+        settings.required("AWS_ACCESS_KEY_ID")?,
+        settings.required("AWS_SECRET_ACCESS_KEY")?,
+        settings.get("AWS_SESSION_TOKEN"),
+        None,
+        "lambda-environment",
+    );
+    let mut trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(AMAZON_TRUST_SERVICES.as_bytes());
+    if let Some(path) = settings.get("AWS_CA_BUNDLE") {
+        let pem = std::fs::read(&path).map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
+        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(SettingsError::invalid("AWS_CA_BUNDLE", "not a PEM file"));
+        }
+        trust = trust.with_pem_certificate(pem);
+    }
+    let tls_context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
+    let http = OneConnector(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls_context)
+            .build_https(),
+    );
+    let mut config = aws_sdk_ssm::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(credentials)
+        .http_client(http);
+    if let Some(endpoint) = settings
+        .get("AWS_ENDPOINT_URL_SSM")
+        .or_else(|| settings.get("AWS_ENDPOINT_URL"))
+    {
+        config = config.endpoint_url(endpoint);
+    }
+    Ok(aws_sdk_ssm::Client::from_conf(config.build()))
+}
+
+/// The SDK's hyper client, minus the throwaway connector its start-up validation builds to warm
+/// the system roots: with roots given as PEM, every connector parses them again (a constant-time
+/// base64 decoder, milliseconds per build), so only the connector that is used gets built.
+#[derive(Debug)]
+struct OneConnector(SharedHttpClient);
+
+impl HttpClient for OneConnector {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    const LAMBDA: &[(&str, &str)] = &[
+        ("AWS_REGION", "ap-northeast-1"),
+        ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_SESSION_TOKEN", "token"),
+    ];
+
+    #[test]
+    fn the_bundled_roots_are_the_four_amazon_roots() {
+        assert_eq!(
+            AMAZON_TRUST_SERVICES
+                .matches("-----BEGIN CERTIFICATE-----")
+                .count(),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn lambda_environment_is_enough() {
+        let client = client(env(LAMBDA)).unwrap();
+        let config = client.config();
+        assert_eq!(config.region().map(|r| r.as_ref()), Some("ap-northeast-1"));
+    }
+
+    #[tokio::test]
+    async fn each_missing_setting_is_named() {
+        for missing in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            let without: Vec<_> = LAMBDA
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = client(env(&without)).unwrap_err();
+            assert_eq!(err, SettingsError::Missing(missing));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ca_bundle_must_be_a_readable_pem_file() {
+        let mut with = LAMBDA.to_vec();
+        with.push(("AWS_CA_BUNDLE", "/nonexistent/bundle.pem"));
+        let err = client(env(&with)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("setting AWS_CA_BUNDLE is invalid"),
+            "{err}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("ssm-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (junk, good) = (dir.join("junk.pem"), dir.join("good.pem"));
+        std::fs::write(&junk, "not a certificate").unwrap();
+        std::fs::write(&good, AMAZON_TRUST_SERVICES).unwrap();
+        let mut with = LAMBDA.to_vec();
+        with.push(("AWS_CA_BUNDLE", junk.to_str().unwrap()));
+        assert!(client(env(&with)).is_err());
+        let mut with = LAMBDA.to_vec();
+        with.push(("AWS_CA_BUNDLE", good.to_str().unwrap()));
+        assert!(client(env(&with)).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
