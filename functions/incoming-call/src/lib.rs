@@ -46,6 +46,7 @@ impl App {
             tokens,
             flow,
             public_base_url: config.public_base_url,
+            answers: Default::default(),
         })
     }
 }

@@ -5,7 +5,7 @@
 //! is not base64, an odd Host) must become a 400, not a panic that the Function URL turns into 502.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,7 +16,6 @@ use tracing::{error, info, warn};
 use twilio_voice::credentials::{AuthToken, CredentialStore, WebhookTokenSpec, WebhookTokens};
 use twilio_voice::phone::mask;
 use twilio_voice::signature::{self, Payload, SignatureError};
-use twilio_voice::twiml::VoiceResponse;
 
 use crate::flow::{CallFlow, Links};
 
@@ -30,6 +29,27 @@ pub struct App {
     pub tokens: CredentialStore<WebhookTokenSpec>,
     pub flow: CallFlow,
     pub public_base_url: Option<String>,
+    pub answers: AnswerCache,
+}
+
+/// The answer to a new call is the same TwiML for every call to the same URL, so it is rendered
+/// once per base URL and reused (one slot: a function is called under one base URL).
+#[derive(Default)]
+pub struct AnswerCache(Mutex<Option<(String, String)>>);
+
+impl AnswerCache {
+    /// The flow's answer for `links`, rendered on first use.
+    pub fn answer(&self, flow: &CallFlow, links: &Links) -> String {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((base, xml)) = slot.as_ref()
+            && *base == links.base
+        {
+            return xml.clone();
+        }
+        let xml = flow.answer(links).to_xml();
+        *slot = Some((links.base.clone(), xml.clone()));
+        xml
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +95,7 @@ impl Rejection {
 /// a 502 at the Function URL, which Twilio records as an application error.
 pub async fn handle(event: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2httpResponse {
     match answer(&event, app).await {
-        Ok(Some(twiml)) => respond(200, Some(("text/xml; charset=utf-8", twiml.to_xml()))),
+        Ok(Some(twiml)) => respond(200, Some(("text/xml; charset=utf-8", twiml))),
         Ok(None) => respond(204, None),
         Err(rejection) => {
             let status = rejection.status();
@@ -212,10 +232,8 @@ impl Webhook {
     }
 }
 
-async fn answer(
-    event: &ApiGatewayV2httpRequest,
-    app: &App,
-) -> Result<Option<VoiceResponse>, Rejection> {
+/// The TwiML document for a verified webhook; `None` for a status callback.
+async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<String>, Rejection> {
     let webhook = Webhook::read(event, app.public_base_url.as_deref())?;
     let tokens = app
         .tokens
@@ -241,7 +259,7 @@ async fn answer(
                 to = %mask(param("To").unwrap_or("")),
                 "incoming call answered"
             );
-            app.flow.answer(&links)
+            return Ok(Some(app.answers.answer(&app.flow, &links)));
         }
         Route::Menu => {
             info!(
@@ -279,7 +297,7 @@ async fn answer(
             return Ok(None);
         }
     };
-    Ok(Some(twiml))
+    Ok(Some(twiml.to_xml()))
 }
 
 /// Checks the signature with the cached tokens, and once more with fresh ones when the cached
@@ -393,6 +411,22 @@ fn respond(status: i64, body: Option<(&'static str, String)>) -> ApiGatewayV2htt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_is_rendered_for_the_base_it_is_asked_for() {
+        let flow = CallFlow::from_json(r#"{"greeting": "hi", "then": {"voicemail": {}}}"#).unwrap();
+        let cache = AnswerCache::default();
+        let links = |base: &str| Links {
+            base: base.to_owned(),
+        };
+        let a = cache.answer(&flow, &links("https://a.example"));
+        assert_eq!(a, flow.answer(&links("https://a.example")).to_xml());
+        assert!(a.contains("https://a.example/voicemail"), "{a}");
+        assert_eq!(cache.answer(&flow, &links("https://a.example")), a);
+        let b = cache.answer(&flow, &links("https://b.example/prefix"));
+        assert!(b.contains("https://b.example/prefix/voicemail"), "{b}");
+        assert!(!b.contains("a.example"), "{b}");
+    }
 
     #[test]
     fn routes_by_last_segment() {
