@@ -5,7 +5,9 @@ use incoming_call::webhook::{self, App};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
 
-#[tokio::main]
+// One thread: Lambda hands an environment one event at a time, and worker threads would only
+// add to the cold start.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     twilio_voice::logging::init();
     let config = Config::from_env()?;

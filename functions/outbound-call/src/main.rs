@@ -3,7 +3,9 @@ use outbound_call::config::Config;
 use outbound_call::handler::{self, App};
 use serde_json::Value;
 
-#[tokio::main]
+// One thread: Lambda hands an environment one event at a time, and worker threads would only
+// add to the cold start.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     twilio_voice::logging::init();
     let config = Config::from_env()?;
