@@ -14,7 +14,7 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
+.PHONY: bench fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
 
 test: test-deps lint unit dev-stack template wire-number-check fuzz-smoke sam-build
 
@@ -71,6 +71,19 @@ fuzz: $(CARGO_FUZZ)
 			grep -E "^(Done|stat::number_of_executed_units|==|thread|SUMMARY)" | sed "s/^/$$t: /"; \
 		test $${PIPESTATUS[0]} -eq 0; \
 	done
+
+# Figures, not tests (bench/README.md): cold start, per-webhook CPU, size, memory and outbound
+# overhead, beside a hello-world Rust Lambda and the same webhook in Python. Not part of `make test`.
+bench: $(VENV)/.installed $(VENV)/.bench-installed
+	cargo build --release -p incoming-call -p outbound-call -p bench --bins
+	rustup target add aarch64-unknown-linux-gnu
+	cargo lambda build --release --arm64 --output-format zip --lambda-dir target/bench-lambda \
+		-p incoming-call -p outbound-call
+	$(VENV)/bin/python bench/run.py
+
+$(VENV)/.bench-installed: .ci/requirements-bench.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
 
 # `make dev` end to end, as a user runs it, on ports of its own.
 dev-stack:
