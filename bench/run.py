@@ -10,10 +10,8 @@ candidate stops the bench (a fast wrong answer is not a result).
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -133,15 +131,21 @@ def main():
         python_cmd = [VENV_PY, "-m", "awslambdaric", "app.handler"]
         peer_dir = ROOT / "bench/python_peer"
 
-        print("== cold start (exec → first webhook response)", flush=True)
-        cold = {
-            "incoming-call": harness("cold", COLD_RUNS, webhook_event, "<Gather",
-                                     [RELEASE / "incoming-call"], incoming_env),
-            "hello-world": harness("cold", COLD_RUNS, webhook_event, "hello",
-                                   [RELEASE / "hello-world"], aws),
-            "python": harness("cold", PY_COLD_RUNS, webhook_event, "Gather", python_cmd,
-                              python_env, cwd=peer_dir),
+        # Each webhook candidate: what its answer must contain, how to start it, and how many
+        # cold starts it gets (the Python peer's take a third of a second each).
+        candidates = {
+            "incoming-call": ("<Gather", [RELEASE / "incoming-call"], incoming_env, None, COLD_RUNS),
+            "hello-world": ("hello", [RELEASE / "hello-world"], aws, None, COLD_RUNS),
+            "python": ("Gather", python_cmd, python_env, peer_dir, PY_COLD_RUNS),
         }
+
+        def each(mode, count=None):
+            return {name: harness(mode, count or runs, webhook_event, expect, cmd, env, cwd=cwd,
+                                  log=OUT / f"{mode}-{name}.log")
+                    for name, (expect, cmd, env, cwd, runs) in candidates.items()}
+
+        print("== cold start (exec → first webhook response)", flush=True)
+        cold = each("cold")
         # The SSM stand-in's own answer time is part of every cold start above (moto is Python);
         # measured alone, on fresh connections, so the table can show what is ours.
         results["ssm_rtt"] = harness("ssm-rtt", COLD_RUNS, f"{PREFIX}/auth-token", TOKEN,
@@ -149,14 +153,7 @@ def main():
         results["cold"] = cold
 
         print(f"== memory: {INVOCATIONS} invocations each", flush=True)
-        rss = {
-            "incoming-call": harness("rss", INVOCATIONS, webhook_event, "<Gather",
-                                     [RELEASE / "incoming-call"], incoming_env),
-            "hello-world": harness("rss", INVOCATIONS, webhook_event, "hello",
-                                   [RELEASE / "hello-world"], aws),
-            "python": harness("rss", INVOCATIONS, webhook_event, "Gather", python_cmd,
-                              python_env, cwd=peer_dir),
-        }
+        rss = each("rss", INVOCATIONS)
         print("== outbound-call against the loopback Twilio stand-in", flush=True)
         outbound = harness("outbound", INVOCATIONS, ROOT / "events/outbound-call-say-ja.json",
                            '"call_sid":"CA', [RELEASE / "outbound-call"], outbound_env)

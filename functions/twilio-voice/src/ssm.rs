@@ -71,8 +71,8 @@ pub fn client(
 }
 
 /// The SDK's hyper client, minus the throwaway connector its start-up validation builds to warm
-/// the system roots: with roots given as PEM, every connector parses them again (a constant-time
-/// base64 decoder, milliseconds per build), so only the connector that is used gets built.
+/// the system roots: with roots given as PEM, every connector parses them again (milliseconds
+/// when `AWS_CA_BUNDLE` is a system-sized bundle), so only the connector that is used is built.
 #[derive(Debug)]
 struct OneConnector(SharedHttpClient);
 
