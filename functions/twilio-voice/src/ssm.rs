@@ -41,9 +41,7 @@ pub fn client(
         .with_pem_certificate(AMAZON_TRUST_SERVICES.as_bytes());
     if let Some(path) = settings.get("AWS_CA_BUNDLE") {
         let pem = std::fs::read(&path).map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
-        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
-            return Err(SettingsError::invalid("AWS_CA_BUNDLE", "not a PEM file"));
-        }
+        check_roots(&pem).map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
         trust = trust.with_pem_certificate(pem);
     }
     let tls_context = TlsContext::builder()
@@ -68,6 +66,26 @@ pub fn client(
         config = config.endpoint_url(endpoint);
     }
     Ok(aws_sdk_ssm::Client::from_conf(config.build()))
+}
+
+/// Loads a PEM bundle the way the SDK's connector will at the first request, where a bad one
+/// would panic; here it stops the start with the setting's name instead.
+fn check_roots(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".to_owned());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("a certificate cannot be a root: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The SDK's hyper client, minus the throwaway connector its start-up validation builds to warm
@@ -156,11 +174,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ssm-ca-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (junk, good) = (dir.join("junk.pem"), dir.join("good.pem"));
-        std::fs::write(&junk, "not a certificate").unwrap();
         std::fs::write(&good, AMAZON_TRUST_SERVICES).unwrap();
-        let mut with = LAMBDA.to_vec();
-        with.push(("AWS_CA_BUNDLE", junk.to_str().unwrap()));
-        assert!(client(env(&with)).is_err());
+        // Each of these would have panicked inside the SDK's connector at the first request.
+        for bad in [
+            "not a certificate",
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        ] {
+            std::fs::write(&junk, bad).unwrap();
+            let mut with = LAMBDA.to_vec();
+            with.push(("AWS_CA_BUNDLE", junk.to_str().unwrap()));
+            let err = client(env(&with)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("setting AWS_CA_BUNDLE is invalid"),
+                "{err}"
+            );
+        }
         let mut with = LAMBDA.to_vec();
         with.push(("AWS_CA_BUNDLE", good.to_str().unwrap()));
         assert!(client(env(&with)).is_ok());
