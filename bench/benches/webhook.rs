@@ -14,21 +14,20 @@ use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use twilio_voice::credentials::AuthToken;
 use twilio_voice::signature::{self, Payload};
-use twilio_voice::testing;
 
 /// The documented development token; events/incoming-call.json is signed with it.
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const URL: &str = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws/voice";
 
 fn app(rt: &tokio::runtime::Runtime) -> App {
-    let flow = std::fs::read_to_string(testing::repo_root().join(".ci/dev/call-flow.json"))
+    let flow = std::fs::read_to_string(test_support::repo_root().join(".ci/dev/call-flow.json"))
         .expect("the development call flow");
     let vars = [
         ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
         ("CALL_FLOW", flow.as_str()),
     ];
-    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
-    let ssm = testing::ssm_with(&[("/twilio/auth-token", TOKEN)]);
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+    let ssm = test_support::ssm_with(&[("/twilio/auth-token", TOKEN)]);
     rt.block_on(App::init(config, ssm)).expect("app starts")
 }
 
@@ -38,7 +37,7 @@ fn webhook(c: &mut Criterion) {
         .build()
         .unwrap();
     let app = app(&rt);
-    let event: ApiGatewayV2httpRequest = testing::event("incoming-call.json");
+    let event: ApiGatewayV2httpRequest = test_support::event("incoming-call.json");
 
     // Sanity: the event is answered with the flow's TwiML, or the figure means nothing.
     let answer = rt.block_on(handle(event.clone(), &app));

@@ -11,13 +11,12 @@ use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::http::{HeaderValue, Method};
 use twilio_voice::credentials::AuthToken;
 use twilio_voice::signature;
-use twilio_voice::testing;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const HOST: &str = "abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws";
 
 fn event() -> ApiGatewayV2httpRequest {
-    testing::event("incoming-call.json")
+    test_support::event("incoming-call.json")
 }
 
 fn with(change: impl FnOnce(&mut ApiGatewayV2httpRequest)) -> ApiGatewayV2httpRequest {
@@ -39,9 +38,12 @@ fn signed(form: &str, url: &str, token: &str) -> ApiGatewayV2httpRequest {
 }
 
 async fn app() -> App {
-    let config =
-        Config::from_lookup(testing::vars(&[("TWILIO_AUTH_TOKEN_PARAMETER", "/token")])).unwrap();
-    App::init(config, testing::ssm_with(&[("/token", TOKEN)]))
+    let config = Config::from_lookup(test_support::vars(&[(
+        "TWILIO_AUTH_TOKEN_PARAMETER",
+        "/token",
+    )]))
+    .unwrap();
+    App::init(config, test_support::ssm_with(&[("/token", TOKEN)]))
         .await
         .unwrap()
 }

@@ -9,7 +9,7 @@ use incoming_call::config::Config;
 use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::http::HeaderValue;
-use twilio_voice::testing::{self, LogCapture};
+use test_support::LogCapture;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -32,7 +32,7 @@ async fn no_token_or_phone_number_reaches_the_logs() {
         )
         .repeatedly()
         .build();
-    let config = Config::from_lookup(testing::vars(&[
+    let config = Config::from_lookup(test_support::vars(&[
         ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
         ("CALL_FLOW", flow),
     ]))
@@ -44,17 +44,17 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     .await
     .unwrap();
 
-    let mut forged = testing::event::<ApiGatewayV2httpRequest>("incoming-call.json");
+    let mut forged = test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json");
     forged.headers.insert(
         "x-twilio-signature",
         HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
     );
-    let mut garbage = testing::event::<ApiGatewayV2httpRequest>("incoming-call.json");
+    let mut garbage = test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json");
     garbage.body = Some("%%%".into());
     for e in [
-        testing::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
-        testing::event::<ApiGatewayV2httpRequest>("incoming-call-menu.json"),
-        testing::event::<ApiGatewayV2httpRequest>("incoming-call-status.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call-menu.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call-status.json"),
         garbage,
         forged.clone(),
         forged,
@@ -65,7 +65,7 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     tokio::time::pause();
     tokio::time::advance(std::time::Duration::from_secs(3600)).await;
     let response = handle(
-        testing::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
         &app,
     )
     .await;

@@ -13,22 +13,21 @@ use lambda_http::http::HeaderValue;
 use std::borrow::Cow;
 use twilio_voice::credentials::AuthToken;
 use twilio_voice::signature;
-use twilio_voice::testing;
 
 /// The documented test token the events in `events/` are signed with.
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const HOST: &str = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws";
 
 fn event(name: &str) -> ApiGatewayV2httpRequest {
-    testing::event(name)
+    test_support::event(name)
 }
 
-use testing::ssm_with;
+use test_support::ssm_with;
 
 async fn app_with(vars: &[(&str, &str)], ssm: Client) -> App {
     let mut all = vec![("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token")];
     all.extend_from_slice(vars);
-    let config = Config::from_lookup(testing::vars(&all)).unwrap();
+    let config = Config::from_lookup(test_support::vars(&all)).unwrap();
     App::init(config, ssm).await.expect("app starts")
 }
 
@@ -297,8 +296,11 @@ async fn credentials_unavailable_fails_closed_with_503() {
 
 #[tokio::test]
 async fn missing_parameters_or_bad_flows_stop_the_start() {
-    let config =
-        Config::from_lookup(testing::vars(&[("TWILIO_AUTH_TOKEN_PARAMETER", "/nope")])).unwrap();
+    let config = Config::from_lookup(test_support::vars(&[(
+        "TWILIO_AUTH_TOKEN_PARAMETER",
+        "/nope",
+    )]))
+    .unwrap();
     let err = App::init(config, ssm_with(&[]))
         .await
         .err()
@@ -310,7 +312,7 @@ async fn missing_parameters_or_bad_flows_stop_the_start() {
         ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
         ("CALL_FLOW", r#"{"then": {"forward": {}}}"#),
     ];
-    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
     let err = App::init(config, ssm_with(&[("/twilio/auth-token", TOKEN)]))
         .await
         .err()
@@ -321,10 +323,10 @@ async fn missing_parameters_or_bad_flows_stop_the_start() {
 
 #[tokio::test]
 async fn token_and_flow_read_from_moto_server() {
-    let moto = testing::moto_server();
-    let ssm = testing::ssm_client(&moto.url()).await;
-    testing::put_secure(&ssm, "/twilio/auth-token", TOKEN).await;
-    testing::put_secure(&ssm, "/twilio/call-flow", MENU_FLOW).await;
+    let moto = test_support::moto_server();
+    let ssm = test_support::ssm_client(&moto.url()).await;
+    test_support::put_secure(&ssm, "/twilio/auth-token", TOKEN).await;
+    test_support::put_secure(&ssm, "/twilio/call-flow", MENU_FLOW).await;
     let app = app_with(&[("CALL_FLOW_PARAMETER", "/twilio/call-flow")], ssm).await;
     let response = handle(event("incoming-call-menu.json"), &app).await;
     assert_eq!(response.status_code, 200, "{}", text(&response));

@@ -4,7 +4,6 @@
 use outbound_call::config::Config;
 use outbound_call::handler::{App, handle};
 use serde_json::{Value, json};
-use twilio_voice::testing;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -224,8 +223,8 @@ async fn app(server: &MockServer) -> App {
         ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
         ("TWILIO_API_BASE_URL", base.as_str()),
     ];
-    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
-    let ssm = testing::ssm_with(&[
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+    let ssm = test_support::ssm_with(&[
         ("/sid", "AC0123456789abcdef0123456789abcdef"),
         ("/token", "t"),
     ]);
@@ -272,7 +271,7 @@ async fn bad_http_api_bodies_get_400_and_nothing_is_sent() {
         .mount(&server)
         .await;
     let app = app(&server).await;
-    let base = || -> Value { testing::event("outbound-call-http-api.json") };
+    let base = || -> Value { test_support::event("outbound-call-http-api.json") };
     let mut cases: Vec<(&str, Value)> = Vec::new();
     for (what, event, _) in rows().into_iter().take(12) {
         let mut e = base();

@@ -14,7 +14,6 @@ use outbound_call::handler::{App, OutboundError, Retry, handle};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twilio_voice::calls::{CallError, HttpTimeouts, RetryPolicy};
-use twilio_voice::testing;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -39,7 +38,7 @@ fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
 const CREDENTIALS: &[(&str, &str)] = &[("/twilio/account-sid", SID), ("/twilio/auth-token", TOKEN)];
 
 fn ssm_rule() -> Rule {
-    testing::ssm_rule(CREDENTIALS)
+    test_support::ssm_rule(CREDENTIALS)
 }
 
 async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
@@ -50,7 +49,7 @@ async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
         ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
         ("TWILIO_API_BASE_URL", base_url),
     ];
-    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(1),
         total: total_timeout,
@@ -68,14 +67,14 @@ async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
 async fn app(server: &MockServer) -> App {
     app_for(
         &server.uri(),
-        testing::ssm_with(CREDENTIALS),
+        test_support::ssm_with(CREDENTIALS),
         Duration::from_secs(2),
     )
     .await
 }
 
 fn event(name: &str) -> Value {
-    testing::event(name)
+    test_support::event(name)
 }
 
 /// A Twilio stand-in answering every call request with `response`, and the app pointed at it.
@@ -276,7 +275,7 @@ async fn answer_slower_than_the_client_timeout_is_outcome_unknown() {
     let rule = ssm_rule();
     let app = app_for(
         &server.uri(),
-        testing::mock_ssm(&[&rule]),
+        test_support::mock_ssm(&[&rule]),
         Duration::from_millis(500),
     )
     .await;
@@ -334,7 +333,7 @@ async fn authentication_failure_rereads_credentials_once_then_fails() {
     let rule = ssm_rule();
     let app = app_for(
         &server.uri(),
-        testing::mock_ssm(&[&rule]),
+        test_support::mock_ssm(&[&rule]),
         Duration::from_secs(2),
     )
     .await;
@@ -444,7 +443,12 @@ async fn connection_reset_after_the_body_was_sent_is_outcome_unknown() {
         }
     });
     let rule = ssm_rule();
-    let app = app_for(&base, testing::mock_ssm(&[&rule]), Duration::from_secs(2)).await;
+    let app = app_for(
+        &base,
+        test_support::mock_ssm(&[&rule]),
+        Duration::from_secs(2),
+    )
+    .await;
     let err = handle(event("outbound-call-url.json"), &app)
         .await
         .unwrap_err();
@@ -466,7 +470,7 @@ async fn unreachable_twilio_is_retry_safe() {
     let rule = ssm_rule();
     let app = app_for(
         &format!("http://127.0.0.1:{port}"),
-        testing::mock_ssm(&[&rule]),
+        test_support::mock_ssm(&[&rule]),
         Duration::from_secs(2),
     )
     .await;
@@ -599,7 +603,7 @@ async fn the_first_call_reuses_the_connection_opened_during_init() {
     let (base, accepted) = counting_twilio().await;
     let app = app_for(
         &base,
-        testing::ssm_with(CREDENTIALS),
+        test_support::ssm_with(CREDENTIALS),
         Duration::from_secs(2),
     )
     .await;

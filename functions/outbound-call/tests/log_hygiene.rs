@@ -4,7 +4,7 @@
 use outbound_call::config::Config;
 use outbound_call::handler::{App, handle};
 use serde_json::json;
-use twilio_voice::testing::{self, LogCapture};
+use test_support::LogCapture;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -27,8 +27,8 @@ async fn app(server: &MockServer, api_key: bool) -> App {
     } else {
         vars.push(("TWILIO_AUTH_TOKEN_PARAMETER", "/token"));
     }
-    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
-    let ssm = testing::ssm_with(&[
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+    let ssm = test_support::ssm_with(&[
         ("/sid", "AC0123456789abcdef0123456789abcdef"),
         ("/token", SECRET),
         ("/key", "SK0123456789abcdef0123456789abcdef"),
@@ -106,7 +106,7 @@ async fn no_secret_or_phone_number_reaches_the_logs() {
         for event in events {
             let _ = handle(event, &app).await;
         }
-        let mut http: serde_json::Value = testing::event("outbound-call-http-api.json");
+        let mut http: serde_json::Value = test_support::event("outbound-call-http-api.json");
         let _ = handle(http.clone(), &app).await;
         http["body"] = json!(r#"{"to": "+442071838751", "say": "x"}"#);
         let _ = handle(http, &app).await;

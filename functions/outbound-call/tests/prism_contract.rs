@@ -7,14 +7,13 @@ use std::time::Duration;
 use outbound_call::config::Config;
 use outbound_call::handler::{App, handle};
 use twilio_voice::calls::{HttpTimeouts, RetryPolicy};
-use twilio_voice::testing;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
 #[tokio::test]
 async fn every_sample_event_is_accepted_by_twilios_published_schema() {
-    let prism = testing::prism_twilio();
-    let ssm = testing::ssm_with(&[("/sid", SID), ("/token", "prism-token")]);
+    let prism = test_support::prism_twilio();
+    let ssm = test_support::ssm_with(&[("/sid", SID), ("/token", "prism-token")]);
     let base = prism.url();
     let vars = [
         ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
@@ -23,7 +22,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
         ("TWILIO_API_BASE_URL", base.as_str()),
     ];
-    let config = Config::from_lookup(testing::vars(&vars)).unwrap();
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(2),
         total: Duration::from_secs(20),
@@ -38,7 +37,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         "outbound-call-say-ja.json",
         "outbound-call-schedule.json",
     ] {
-        let out = handle(testing::event(name), &app)
+        let out = handle(test_support::event(name), &app)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
@@ -46,7 +45,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
             "{name}: {out}"
         );
     }
-    let http = handle(testing::event("outbound-call-http-api.json"), &app)
+    let http = handle(test_support::event("outbound-call-http-api.json"), &app)
         .await
         .unwrap();
     assert_eq!(http["statusCode"], 201, "{http}");

@@ -10,6 +10,3 @@ pub mod settings;
 pub mod signature;
 pub mod ssm;
 pub mod twiml;
-
-#[cfg(feature = "test-util")]
-pub mod testing;

@@ -10,16 +10,15 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use twilio_voice::credentials::{
     ApiAuthSpec, ApiCredentialSpec, CredentialStore, CredentialsError, WebhookTokenSpec,
 };
-use twilio_voice::testing;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
 #[tokio::test]
 async fn reads_secure_strings_from_moto_in_one_call() {
-    let moto = testing::moto_server();
-    let ssm = testing::ssm_client(&moto.url()).await;
-    testing::put_secure(&ssm, "/twilio/auth-token", "current-token").await;
-    testing::put_secure(&ssm, "/twilio/previous-auth-token", "previous-token").await;
+    let moto = test_support::moto_server();
+    let ssm = test_support::ssm_client(&moto.url()).await;
+    test_support::put_secure(&ssm, "/twilio/auth-token", "current-token").await;
+    test_support::put_secure(&ssm, "/twilio/previous-auth-token", "previous-token").await;
 
     let store = CredentialStore::new(
         ssm.clone(),
@@ -37,14 +36,14 @@ async fn reads_secure_strings_from_moto_in_one_call() {
     );
 
     // A rotation in SSM is seen after an explicit refresh, not before.
-    testing::put_secure(&ssm, "/twilio/auth-token", "rotated-token").await;
+    test_support::put_secure(&ssm, "/twilio/auth-token", "rotated-token").await;
     assert_eq!(store.get().await.unwrap().current.expose(), "current-token");
     assert_eq!(
         store.refresh().await.unwrap().current.expose(),
         "rotated-token"
     );
 
-    testing::put_secure(&ssm, "/twilio/account-sid", SID).await;
+    test_support::put_secure(&ssm, "/twilio/account-sid", SID).await;
     let api = CredentialStore::new(
         ssm,
         ApiCredentialSpec {
@@ -62,9 +61,9 @@ async fn reads_secure_strings_from_moto_in_one_call() {
 
 #[tokio::test]
 async fn unknown_parameters_are_a_fatal_error_naming_them() {
-    let moto = testing::moto_server();
-    let ssm = testing::ssm_client(&moto.url()).await;
-    testing::put_secure(&ssm, "/twilio/auth-token", "t").await;
+    let moto = test_support::moto_server();
+    let ssm = test_support::ssm_client(&moto.url()).await;
+    test_support::put_secure(&ssm, "/twilio/auth-token", "t").await;
     let store = CredentialStore::new(
         ssm,
         WebhookTokenSpec {

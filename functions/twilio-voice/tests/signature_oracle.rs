@@ -10,7 +10,6 @@ use rand::prelude::*;
 use serde_json::{Value, json};
 use twilio_voice::credentials::AuthToken;
 use twilio_voice::signature::{self, Payload};
-use twilio_voice::testing;
 
 #[derive(Clone, Debug)]
 struct Case {
@@ -207,13 +206,13 @@ fn mutations(case: &Case, rng: &mut StdRng) -> Vec<Case> {
 }
 
 fn oracle(cases: &[Case]) -> Vec<Value> {
-    let python = testing::repo_root().join(".venv/bin/python");
+    let python = test_support::repo_root().join(".venv/bin/python");
     assert!(
         python.exists(),
         "run `make test-deps` for the twilio package"
     );
     let mut child = Command::new(python)
-        .arg(testing::repo_root().join(".ci/signature_oracle.py"))
+        .arg(test_support::repo_root().join(".ci/signature_oracle.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

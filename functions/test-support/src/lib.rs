@@ -1,5 +1,5 @@
-//! Test support (feature `test-util`, enabled from dev-dependencies only): real stand-ins on
-//! loopback (`moto_server` for SSM, Prism serving Twilio's OpenAPI spec, installed into the
+//! Test support for the workspace's tests, a dev-dependency only (never in a bootstrap): real
+//! stand-ins on loopback (`moto_server` for SSM, Prism serving Twilio's OpenAPI spec, installed into the
 //! repository by `make test-deps`; each is a child process killed when its handle drops), an
 //! SSM mock, the sample events, configuration from pairs, and a log capture.
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root (this crate lives in `functions/twilio-voice`).
+/// The repository root (this crate lives in `functions/test-support`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -97,7 +97,7 @@ pub fn prism_twilio() -> StandIn {
 /// An SSM client for a stand-in endpoint, with throwaway credentials, built the way the
 /// functions build theirs (`ssm::client`), so every moto test goes through that path too.
 pub async fn ssm_client(endpoint: &str) -> aws_sdk_ssm::Client {
-    crate::ssm::client(vars(&[
+    twilio_voice::ssm::client(vars(&[
         ("AWS_REGION", "ap-northeast-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
