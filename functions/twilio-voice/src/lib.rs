@@ -2,6 +2,7 @@
 //! webhook signatures, SSM-backed credentials, the Calls API client and phone numbers.
 //! Nothing here knows Lambda's event types.
 
+pub mod aws;
 pub mod calls;
 pub mod credentials;
 pub mod logging;
