@@ -106,6 +106,51 @@ pub async fn ssm_client(endpoint: &str) -> aws_sdk_ssm::Client {
     .expect("an SSM client for the stand-in")
 }
 
+/// The shared SDK configuration for a stand-in endpoint (every service on it), built the way
+/// the functions build theirs (`aws::sdk_config`).
+pub fn aws_config(endpoint: &str) -> aws_types::SdkConfig {
+    aws_config_with(&[("AWS_ENDPOINT_URL", endpoint)])
+}
+
+/// The same with more settings (per-service endpoints, ...) on top of throwaway credentials.
+pub fn aws_config_with(extra: &[(&str, &str)]) -> aws_types::SdkConfig {
+    let mut pairs = vec![
+        ("AWS_REGION", "ap-northeast-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    pairs.extend_from_slice(extra);
+    twilio_voice::aws::sdk_config(vars(&pairs), twilio_voice::aws::Resilience::default())
+        .expect("an SDK configuration for the stand-in")
+}
+
+/// Creates the ledger's table as template.yaml declares it (string key `pk`, on demand).
+pub async fn create_ledger_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    ddb.create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("create_table on the stand-in");
+}
+
 /// Stores a SecureString parameter.
 pub async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
     ssm.put_parameter()
