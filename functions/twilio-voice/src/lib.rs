@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod calls;
 pub mod credentials;
+pub mod events;
 pub mod ledger;
 pub mod logging;
 pub mod phone;
