@@ -31,6 +31,7 @@ ALL_OPTIONS = {
     "KmsKeyArn": "arn:aws:kms:ap-northeast-1:123456789012:key/0f0f0f0f-0000-4000-8000-000000000000",
     "CallFlowParameterName": "/twilio/call-flow",
     "ScheduleExpression": "cron(0 9 ? * MON-FRI *)",
+    "NotificationEmail": "oncall@example.com",
 }
 
 
@@ -149,6 +150,60 @@ def check_samconfig(source):
     check("samconfig.toml ScheduleInput is JSON", parsed, input_json)
 
 
+def check_ledger(res, overrides, conditions):
+    """The call ledger's table, the notifications of call outcomes and the bulk-call queues
+    (issue 13), as one deployment would get them."""
+    tables = of_type(res, "AWS::DynamoDB::Table")
+    check("one DynamoDB table, the call ledger", list(tables) == ["CallLedgerTable"], list(tables))
+    table = tables.get("CallLedgerTable", {}).get("Properties", {})
+    check("ledger table is on demand", table.get("BillingMode") == "PAY_PER_REQUEST", table)
+    check("ledger key is the string pk alone",
+          table.get("KeySchema") == [{"AttributeName": "pk", "KeyType": "HASH"}]
+          and table.get("AttributeDefinitions") == [{"AttributeName": "pk", "AttributeType": "S"}], table)
+    check("ledger items expire by TTL on expires_at",
+          table.get("TimeToLiveSpecification") == {"AttributeName": "expires_at", "Enabled": True}, table)
+    check("ledger has point-in-time recovery",
+          table.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True, table)
+
+    topics = of_type(res, "AWS::SNS::Topic")
+    check("one SNS topic for call notifications", list(topics) == ["CallNotificationsTopic"], list(topics))
+    subs = [s["Properties"] for s in of_type(res, "AWS::SNS::Subscription").values()
+            if conditions.get(s.get("Condition"), True)]
+    want = [{"TopicArn": {"Ref": "CallNotificationsTopic"}, "Protocol": "email", "Endpoint": overrides["NotificationEmail"]}] \
+        if overrides.get("NotificationEmail") else []
+    check("an e-mail subscription exactly when NotificationEmail is set", subs == want, subs)
+
+    rules = of_type(res, "AWS::Events::Rule")
+    rule = rules.get("CallNotificationsRule", {}).get("Properties", {})
+    pattern = rule.get("EventPattern", {})
+    check("notifications rule matches only our events", pattern.get("source") == ["twilio-lambda-rs"], pattern)
+    types = {t for alt in pattern.get("$or", []) for t in alt.get("detail-type", [])}
+    check("notifications rule covers voicemails, failures and unanswered calls",
+          types == {"Voicemail Recorded", "Call Failed", "Call Completed"}, pattern)
+    answered = [alt for alt in pattern.get("$or", []) if alt.get("detail-type") == ["Call Completed"]]
+    check("an answered call is not a notification",
+          answered and "completed" not in answered[0].get("detail", {}).get("outcome", ["completed"]), answered)
+    check("notifications rule targets the topic",
+          [t["Arn"] for t in rule.get("Targets", [])] == [{"Ref": "CallNotificationsTopic"}], rule.get("Targets"))
+    policies = [p["Properties"] for p in of_type(res, "AWS::SNS::TopicPolicy").values()]
+    stmts = [st for p in policies for st in p["PolicyDocument"]["Statement"]]
+    check("only the rule may publish to the topic (events.amazonaws.com, its ARN as source)",
+          len(stmts) == 1 and stmts[0]["Principal"] == {"Service": "events.amazonaws.com"}
+          and stmts[0]["Action"] == "sns:Publish"
+          and stmts[0].get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn") == {"Fn::GetAtt": ["CallNotificationsRule", "Arn"]},
+          stmts)
+
+    queue = res.get("BulkCallsQueue", {}).get("Properties", {})
+    redrive = queue.get("RedrivePolicy", {})
+    check("bulk calls have a dead-letter queue",
+          redrive.get("deadLetterTargetArn") == {"Fn::GetAtt": ["BulkCallsDeadLetterQueue", "Arn"]}
+          and 1 <= redrive.get("maxReceiveCount", 0) <= 5, redrive)
+    outbound_timeout = res.get("OutboundCallFunction", {}).get("Properties", {}).get("Timeout", 0)
+    check("bulk calls stay invisible for 6 function timeouts", queue.get("VisibilityTimeout", 0) >= 6 * outbound_timeout, queue)
+    for name in ("BulkCallsQueue", "BulkCallsDeadLetterQueue"):
+        check(f"{name} is encrypted at rest", res.get(name, {}).get("Properties", {}).get("SqsManagedSseEnabled") is True)
+
+
 def main(path):
     os.environ.setdefault("AWS_DEFAULT_REGION", PSEUDO["AWS::Region"])
     source = cfn_yaml.load(path)
@@ -245,6 +300,7 @@ def main(path):
         else:
             want_out = {params["AccountSidParameterName"], params["AuthTokenParameterName"]}
         check("outbound-call reads exactly its credentials", out_ == want_out, out_)
+        check_ledger(res, overrides, r.conditions)
 
     check_samconfig(source)
 
