@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod events;
 pub mod ledger;
 pub mod logging;
+pub mod pacing;
 pub mod phone;
 pub mod settings;
 pub mod signature;
