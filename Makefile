@@ -14,7 +14,7 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
+.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call enqueue enqueue-check
 
 # The inner loop: no stand-ins, no installs (tests that need moto, Prism or the venv are
 # #[ignore]d with the reason). Under two minutes on a warm target/.
@@ -29,7 +29,7 @@ test: test-deps
 	@log=$$(mktemp "$${TMPDIR:-/tmp}/sam-build.XXXXXX"); \
 	setsid bash -c '$(MAKE) --no-print-directory sam-build; echo $$? >"$$0.rc"' "$$log" >"$$log" 2>&1 & sam=$$!; \
 	trap 'kill -- -$$sam 2>/dev/null' INT TERM; \
-	$(MAKE) --no-print-directory lint unit dev-stack template wire-number-check fuzz-smoke; rc=$$?; \
+	$(MAKE) --no-print-directory lint unit dev-stack template wire-number-check enqueue-check fuzz-smoke; rc=$$?; \
 	echo "== waiting for sam-build"; wait $$sam; \
 	cat "$$log"; sam_rc=$$(cat "$$log.rc" 2>/dev/null || echo 1); rm -f "$$log" "$$log.rc"; \
 	echo "sam-build exit $$sam_rc, other checks exit $$rc"; \
@@ -143,3 +143,13 @@ call-unsigned:
 
 place-call:
 	@$(VENV)/bin/cargo-lambda lambda invoke outbound-call -A 127.0.0.1 -P $(LAMBDA_PORT) --data-file $(EVENT)
+
+# Bulk calls: each line of FILE is one call event, sent to the stack's BulkCallsQueue (or
+# QUEUE_URL) ten at a time.
+STACK ?= twilio-voice
+enqueue:
+	@test -n "$(FILE)" || { echo "usage: make enqueue FILE=calls.jsonl [QUEUE_URL=...|STACK=...]"; exit 2; }
+	$(VENV)/bin/python .ci/enqueue.py $(if $(QUEUE_URL),--queue-url $(QUEUE_URL),--stack $(STACK)) $(FILE)
+
+enqueue-check:
+	$(VENV)/bin/python .ci/test_enqueue.py
