@@ -2,6 +2,7 @@
 //! EventBridge schedule, with credentials from SSM and a destination allow-list.
 
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod handler;
 
