@@ -1,6 +1,7 @@
 //! `outbound-call`: places Twilio calls from a direct invoke, an IAM-authenticated HTTP API or an
 //! EventBridge schedule, with credentials from SSM and a destination allow-list.
 
+pub mod bulk;
 pub mod config;
 pub mod delivery;
 pub mod event;

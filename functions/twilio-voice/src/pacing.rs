@@ -6,26 +6,68 @@
 //! consume the queue at once, so each instance takes its share of the account's rate: one call
 //! every `consumers / calls_per_second` seconds.
 
+use std::fmt;
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+/// The time a [`Pace`] reads and waits on: tokio's clock, or a simulation's.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+    fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// tokio's clock (paused and advanced by hand in tokio's test mode).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn sleep_until(&self, at: Instant) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep_until(at))
+    }
+}
+
 /// Spaces the calls of one function instance.
-#[derive(Debug)]
 pub struct Pace {
     interval: Duration,
     next: Mutex<Option<Instant>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Pace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pace")
+            .field("interval", &self.interval)
+            .finish()
+    }
 }
 
 impl Pace {
     /// One call every `interval`.
     pub fn new(interval: Duration) -> Self {
+        Self::with_clock(interval, Arc::new(TokioClock))
+    }
+
+    /// The same on another clock (a simulation's).
+    pub fn with_clock(interval: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             interval,
             next: Mutex::new(None),
+            clock,
         }
+    }
+
+    /// The clock the pace reads, for deadlines on the same time line.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// This instance's share of the account's `calls_per_second` when up to `consumers`
@@ -43,7 +85,7 @@ impl Pace {
     pub async fn slot_before(&self, deadline: Instant) -> bool {
         let at = {
             let mut next = self.next.lock().await;
-            let now = Instant::now();
+            let now = self.clock.now();
             let at = next.map_or(now, |n| n.max(now));
             if at > deadline {
                 return false;
@@ -51,7 +93,7 @@ impl Pace {
             *next = Some(at + self.interval);
             at
         };
-        tokio::time::sleep_until(at).await;
+        self.clock.sleep_until(at).await;
         true
     }
 }
