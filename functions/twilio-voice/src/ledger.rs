@@ -31,6 +31,10 @@
 //! | `call_duration`, `answered_by`, `sip_response_code` | N, S, N | as Twilio reported them |
 //! | `updated_at`, `expires_at` | N | as above |
 //!
+//! **A marker**, `pk = "once#<what>"` (`updated_at`, `expires_at`): written once by
+//! [`Ledger::first_time`], so that an event announced from a webhook Twilio may deliver twice
+//! (a voicemail's recording) is published once.
+//!
 //! A second item keyed by SID, rather than a global secondary index on `call_sid`, keeps the
 //! lookup strongly consistent (a status callback can arrive milliseconds after the SID is
 //! recorded) and lets a callback for a call we did not place (an incoming one) be recorded too.
@@ -366,6 +370,7 @@ impl fmt::Debug for Ledger {
 
 const REQUEST: &str = "request#";
 const CALL: &str = "call#";
+const ONCE: &str = "once#";
 
 impl Ledger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -615,6 +620,30 @@ impl Ledger {
                 Ok(StatusRecorded::Stale)
             }
             Err(e) => Err(sdk_error("UpdateItem", e)),
+        }
+    }
+
+    /// `true` the first time `marker` is seen, `false` ever after (until its TTL): one
+    /// conditional `PutItem` on `pk = "once#<marker>"`, so that a webhook Twilio delivers twice
+    /// announces its event once.
+    pub async fn first_time(&self, marker: &str) -> Result<bool, LedgerError> {
+        let now = self.now();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("{ONCE}{marker}")))
+            .item("updated_at", n(now))
+            .item("expires_at", self.expires_at(now))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("PutItem", e)),
         }
     }
 

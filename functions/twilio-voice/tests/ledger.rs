@@ -328,3 +328,21 @@ async fn throttled_dynamodb_is_a_retryable_error() {
     assert!(matches!(err, LedgerError::Refused { .. }), "{err:?}");
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_marker_is_new_exactly_once() {
+    let moto = test_support::moto_server();
+    let ledger = moto_ledger(&moto, &TestClock::new()).await;
+    let mut firsts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let ledger = ledger.clone();
+        firsts.spawn(async move { ledger.first_time("voicemail#RE1").await.unwrap() });
+    }
+    let mut new = 0;
+    while let Some(first) = firsts.join_next().await {
+        new += usize::from(first.unwrap());
+    }
+    assert_eq!(new, 1);
+    assert!(ledger.first_time("voicemail#RE2").await.unwrap());
+}
