@@ -151,6 +151,102 @@ pub async fn create_ledger_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .expect("create_table on the stand-in");
 }
 
+/// A subscriber on a stand-in: a queue that a rule on `bus` (created unless `default`) fills with
+/// every event of twilio-lambda-rs, as a rule's target receives them.
+pub struct EventInbox {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl EventInbox {
+    pub async fn subscribe(config: &aws_types::SdkConfig, bus: &str) -> Self {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let eventbridge = aws_sdk_eventbridge::Client::new(config);
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("inbox-{bus}"))
+            .send()
+            .await
+            .expect("create_queue")
+            .queue_url
+            .expect("a queue URL");
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("get_queue_attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("the queue ARN");
+        if bus != "default" {
+            eventbridge
+                .create_event_bus()
+                .name(bus)
+                .send()
+                .await
+                .expect("create_event_bus");
+        }
+        eventbridge
+            .put_rule()
+            .event_bus_name(bus)
+            .name("inbox")
+            .event_pattern(r#"{"source": ["twilio-lambda-rs"]}"#)
+            .send()
+            .await
+            .expect("put_rule");
+        eventbridge
+            .put_targets()
+            .event_bus_name(bus)
+            .rule("inbox")
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("inbox")
+                    .arn(queue_arn)
+                    .build()
+                    .expect("a target"),
+            )
+            .send()
+            .await
+            .expect("put_targets");
+        Self { sqs, queue_url }
+    }
+
+    /// Every envelope delivered so far (the stand-in delivers as the event is put), deleted
+    /// from the queue as it is read.
+    pub async fn take(&self) -> Vec<serde_json::Value> {
+        let mut envelopes = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive_message");
+            if out.messages().is_empty() {
+                return envelopes;
+            }
+            for message in out.messages() {
+                envelopes.push(
+                    serde_json::from_str(message.body().unwrap_or_default())
+                        .expect("an event envelope"),
+                );
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete_message");
+            }
+        }
+    }
+}
+
 /// Stores a SecureString parameter.
 pub async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
     ssm.put_parameter()

@@ -3,7 +3,7 @@
 //! examples in `events/` checked against the shapes this crate builds.
 
 use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
-use aws_sdk_eventbridge::types::{PutEventsResultEntry, Target};
+use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use serde_json::Value;
 use twilio_voice::events::{DomainEvent, EventBus, EventsError, SOURCE};
@@ -42,64 +42,9 @@ fn the_examples_are_exactly_what_is_published() {
 async fn events_reach_a_subscriber_through_a_rule_on_the_bus() {
     let moto = test_support::moto_server();
     let config = test_support::aws_config(&moto.url());
-    let eventbridge = twilio_voice::aws::eventbridge(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("call-events")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    // A custom bus: an event put on the default one instead would never reach the queue.
-    eventbridge
-        .create_event_bus()
-        .name("calls")
-        .send()
-        .await
-        .unwrap();
-    eventbridge
-        .put_rule()
-        .event_bus_name("calls")
-        .name("call-outcomes")
-        .event_pattern(
-            serde_json::json!({
-                "source": [SOURCE],
-                "detail-type": ["Call Completed", "Call Failed", "Voicemail Recorded"]
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    eventbridge
-        .put_targets()
-        .event_bus_name("calls")
-        .rule("call-outcomes")
-        .targets(
-            Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-
-    let bus = EventBus::new(eventbridge, "calls");
+    // A custom bus: an event put on the default one instead would never reach the inbox.
+    let inbox = test_support::EventInbox::subscribe(&config, "calls").await;
+    let bus = EventBus::new(twilio_voice::aws::eventbridge(&config), "calls");
     let mut published = Vec::new();
     for name in EXAMPLES {
         let (_, event) = example(name);
@@ -107,31 +52,19 @@ async fn events_reach_a_subscriber_through_a_rule_on_the_bus() {
         published.push(event);
     }
 
-    let mut received = Vec::new();
-    for _ in 0..5 {
-        if received.len() >= published.len() {
-            break;
-        }
-        let out = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for message in out.messages() {
-            let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+    let received: Vec<DomainEvent> = inbox
+        .take()
+        .await
+        .into_iter()
+        .map(|envelope| {
             assert_eq!(envelope["source"], SOURCE);
-            received.push(
-                DomainEvent::parse(
-                    envelope["detail-type"].as_str().unwrap(),
-                    envelope["detail"].clone(),
-                )
-                .unwrap(),
-            );
-        }
-    }
+            DomainEvent::parse(
+                envelope["detail-type"].as_str().unwrap(),
+                envelope["detail"].clone(),
+            )
+            .unwrap()
+        })
+        .collect();
     assert_eq!(received, published);
 }
 
