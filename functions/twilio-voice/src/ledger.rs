@@ -313,8 +313,8 @@ pub struct CallRecord {
 /// The answer to [`Ledger::record_status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusRecorded {
-    /// The callback was the newest so far; `reached_final` when it is the call's final status
-    /// (Twilio sends one, and a redelivery of it is `Stale`): the moment to announce the outcome.
+    /// The callback was the newest so far; `reached_final` when it brought the call's first
+    /// final status: the moment to announce the outcome, once.
     Applied {
         call: CallRecord,
         reached_final: bool,
@@ -585,10 +585,12 @@ impl Ledger {
             .expression_attribute_values(":seq", n(update.sequence_number))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":expires", self.expires_at(now))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::None);
         if update.call_status.is_final() {
-            set.push("final_status = :status");
+            // The first final status stays: a second one (another callback of the same call)
+            // neither changes the outcome nor announces it again.
+            set.push("final_status = if_not_exists(final_status, :status)");
         }
         if let Some(duration) = update.call_duration {
             set.push("call_duration = :duration");
@@ -608,12 +610,20 @@ impl Ledger {
             .await;
         match result {
             Ok(out) => {
-                let item = out
-                    .attributes
-                    .ok_or(LedgerError::Malformed("an update returned no item"))?;
+                // The item before this update (none for a new call), and the update on top.
+                let mut call = call_record(&update.call_sid, &out.attributes.unwrap_or_default())?;
+                let reached_final = update.call_status.is_final() && call.final_status.is_none();
+                if reached_final {
+                    call.final_status = Some(update.call_status);
+                }
+                call.call_status = Some(update.call_status);
+                call.sequence_number = Some(update.sequence_number);
+                call.call_duration = update.call_duration.or(call.call_duration);
+                call.answered_by = update.answered_by.clone().or(call.answered_by);
+                call.sip_response_code = update.sip_response_code.or(call.sip_response_code);
                 Ok(StatusRecorded::Applied {
-                    call: call_record(&update.call_sid, &item)?,
-                    reached_final: update.call_status.is_final(),
+                    call,
+                    reached_final,
                 })
             }
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {

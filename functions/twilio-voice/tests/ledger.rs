@@ -282,11 +282,27 @@ async fn status_callbacks_out_of_order_end_in_the_final_state_announced_once() {
             StatusRecorded::Stale => {}
         }
     }
+    // A second final status with a higher number (the number's own status callback, without
+    // SequenceNumber, arrives as the newest): applied, but neither the outcome nor announced.
+    match ledger
+        .record_status(&status(u32::MAX, CallStatus::Canceled))
+        .await
+        .unwrap()
+    {
+        StatusRecorded::Applied {
+            reached_final,
+            call,
+        } => {
+            assert!(!reached_final);
+            assert_eq!(call.final_status, Some(CallStatus::Completed));
+        }
+        StatusRecorded::Stale => panic!("a newer callback is applied"),
+    }
     assert_eq!(finals, 1);
     let call = ledger.call(SID).await.unwrap().unwrap();
-    assert_eq!(call.call_status, Some(CallStatus::Completed));
+    assert_eq!(call.call_status, Some(CallStatus::Canceled));
     assert_eq!(call.final_status, Some(CallStatus::Completed));
-    assert_eq!(call.sequence_number, Some(3));
+    assert_eq!(call.sequence_number, Some(u32::MAX));
     assert_eq!(call.call_duration, Some(42));
     assert_eq!(call.answered_by.as_deref(), Some("human"));
     assert_eq!(call.sip_response_code, Some(200));
