@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod flow;
+pub mod outcomes;
 pub mod webhook;
 
 use config::{Config, FlowSource};
