@@ -6,6 +6,7 @@ pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod handler;
+pub mod once;
 
 use config::Config;
 use handler::App;

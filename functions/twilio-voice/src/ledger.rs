@@ -396,8 +396,13 @@ impl Ledger {
         &self.table
     }
 
+    /// The ledger's clock (stale claims are judged on it).
+    pub fn time(&self) -> SystemTime {
+        (self.clock)()
+    }
+
     fn now(&self) -> u64 {
-        epoch((self.clock)())
+        epoch(self.time())
     }
 
     fn expires_at(&self, now: u64) -> AttributeValue {
