@@ -356,3 +356,187 @@ pub fn mock_ssm(rules: &[&aws_smithy_mocks::Rule]) -> aws_sdk_ssm::Client {
 pub fn ssm_with(values: &'static [(&'static str, &'static str)]) -> aws_sdk_ssm::Client {
     mock_ssm(&[&ssm_rule(values)])
 }
+
+/// A clock for simulations of paced work whose I/O is real (tokio's paused clock would fire the
+/// SDK's and reqwest's timeouts while a socket is waited on): waiting moves it forward at once,
+/// and every wait is logged, so that a test reads the pace off the log instead of a wall clock.
+#[derive(Debug)]
+pub struct SimulatedClock {
+    now: std::sync::Mutex<tokio::time::Instant>,
+    waits: std::sync::Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl Default for SimulatedClock {
+    fn default() -> Self {
+        Self {
+            now: std::sync::Mutex::new(tokio::time::Instant::now()),
+            waits: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl SimulatedClock {
+    /// The instants waited for, in order.
+    pub fn waits(&self) -> Vec<tokio::time::Instant> {
+        self.waits.lock().unwrap().clone()
+    }
+
+    /// Moves the clock forward (time passing between invocations).
+    pub fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap() += by;
+    }
+}
+
+impl twilio_voice::pacing::Clock for SimulatedClock {
+    fn now(&self) -> tokio::time::Instant {
+        *self.now.lock().unwrap()
+    }
+
+    fn sleep_until(
+        &self,
+        at: tokio::time::Instant,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        self.waits.lock().unwrap().push(at);
+        let mut now = self.now.lock().unwrap();
+        *now = (*now).max(at);
+        Box::pin(tokio::task::yield_now())
+    }
+}
+
+/// What a simulated event source mapping did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drained {
+    pub invocations: usize,
+    /// Messages the function did not report: deleted.
+    pub deleted: usize,
+    /// Messages reported in `batchItemFailures`: left for redelivery.
+    pub reported: usize,
+}
+
+/// Plays Lambda's SQS event source mapping: receives up to `batch_size` messages, invokes
+/// `invoke` with the event Lambda would build, deletes what the answer does not report, and
+/// goes on until a receive comes back empty. Reported messages are redelivered as the queue's
+/// visibility timeout and redrive policy say (a queue with `VisibilityTimeout` 0 redelivers
+/// them at once, and its dead-letter queue takes them after `maxReceiveCount`).
+pub async fn drain_queue<F, Fut>(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    queue_arn: &str,
+    batch_size: i32,
+    mut invoke: F,
+) -> Drained
+where
+    F: FnMut(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = serde_json::Value>,
+{
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let mut drained = Drained::default();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(batch_size)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive_message");
+        let messages = out.messages();
+        if messages.is_empty() {
+            return drained;
+        }
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, serde_json::Value> = m
+                    .attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.clone().into()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": queue_arn,
+                    "awsRegion": "ap-northeast-1",
+                })
+            })
+            .collect();
+        drained.invocations += 1;
+        let answer = invoke(serde_json::json!({ "Records": records })).await;
+        let reported: Vec<&str> = answer["batchItemFailures"]
+            .as_array()
+            .expect("a batchItemFailures answer")
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().expect("an itemIdentifier"))
+            .collect();
+        for m in messages {
+            if reported.contains(&m.message_id().unwrap_or_default()) {
+                drained.reported += 1;
+                continue;
+            }
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete_message");
+            drained.deleted += 1;
+        }
+    }
+}
+
+/// A queue for bulk calls on a stand-in, as template.yaml declares it but redelivering at once
+/// (visibility timeout 0), with its dead-letter queue after `max_receive_count`. Returns the
+/// queue's URL and ARN and the dead-letter queue's URL.
+pub async fn bulk_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+) -> (String, String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let arn_of = |url: String| async move {
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("get_queue_attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("a queue ARN");
+        (url, arn)
+    };
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .expect("create_queue")
+        .queue_url
+        .expect("a queue URL");
+    let (dlq_url, dlq_arn) = arn_of(dlq_url).await;
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "0")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("create_queue")
+        .queue_url
+        .expect("a queue URL");
+    let (url, arn) = arn_of(url).await;
+    (url, arn, dlq_url)
+}
