@@ -24,24 +24,18 @@ pub enum InitError {
 impl App {
     /// Loads the call flow and the auth token(s) during INIT, so the first call pays for neither.
     /// A missing parameter or a malformed flow stops the start; SSM being briefly unreachable
-    /// does not (requests then fail closed with 503 until it answers).
+    /// while the token is read does not (requests then fail closed with 503 until it answers,
+    /// see [`CredentialStore::prefetch`]).
     pub async fn init(config: Config, ssm: aws_sdk_ssm::Client) -> Result<Self, InitError> {
         let flow = match &config.flow {
             FlowSource::BuiltIn => CallFlow::default(),
             FlowSource::Inline(json) => CallFlow::from_json(json)?,
             FlowSource::Parameter(name) => {
-                let mut values = credentials::get_parameters(&ssm, &[name]).await?;
-                CallFlow::from_json(values.take(name)?.expose())?
+                CallFlow::from_json(&twilio_voice::ssm::read_text(&ssm, name).await?)?
             }
         };
         let tokens = CredentialStore::new(ssm, config.tokens, credentials::DEFAULT_TTL);
-        match tokens.get().await {
-            Ok(_) => {}
-            Err(e @ CredentialsError::Unavailable(_)) => {
-                tracing::warn!(error = %e, "auth token not fetched at start-up; will retry per request");
-            }
-            Err(e) => return Err(e.into()),
-        }
+        tokens.prefetch().await?;
         Ok(Self {
             tokens,
             flow,

@@ -10,6 +10,7 @@ use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::http::HeaderValue;
 use test_support::LogCapture;
+use twilio_voice::credentials::{DEFAULT_TTL, GRACE_PERIOD};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -61,9 +62,10 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     ] {
         let _ = handle(e, &app).await;
     }
-    // From here SSM refuses: the webhook fails closed and logs why.
+    // From here SSM refuses; once the token is past its grace period, the webhook fails closed
+    // and logs why.
     tokio::time::pause();
-    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    tokio::time::advance(DEFAULT_TTL + GRACE_PERIOD).await;
     let response = handle(
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
         &app,
