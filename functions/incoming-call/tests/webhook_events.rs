@@ -134,7 +134,7 @@ async fn any_change_to_url_params_or_signature_is_refused() {
     assert_forbidden(&handle(e, &app).await);
 
     let mut e = event("incoming-call.json");
-    let form = body_form(&e).replace("From=%2B819012345678", "From=%2B819000000000");
+    let form = body_form(&e).replace("From=%2B81312345678", "From=%2B81300000000");
     set_body(&mut e, &form);
     assert_forbidden(&handle(e, &app).await);
 
@@ -213,7 +213,7 @@ async fn previous_token_validates_during_rotation() {
 #[tokio::test]
 async fn get_webhooks_sign_the_query_string() {
     let app = app(&[("CALL_FLOW", MENU_FLOW)]).await;
-    let query = "CallSid=CA1&Digits=1&From=%2B819012345678";
+    let query = "CallSid=CA1&Digits=1&From=%2B81312345678";
     let url = format!("{HOST}/menu?{query}");
     let mut e = event("incoming-call-menu.json");
     e.request_context.http.method = lambda_http::http::Method::GET;

@@ -24,7 +24,7 @@ const CALLS_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcde
 fn created() -> ResponseTemplate {
     ResponseTemplate::new(201).set_body_json(json!({
         "sid": "CA0123456789abcdef0123456789abcdef", "status": "queued",
-        "queue_time": "0", "to": "+819012345678", "from": "+15005550006"
+        "queue_time": "0", "to": "+81312345678", "from": "+15005550006"
     }))
 }
 
@@ -134,7 +134,7 @@ async fn each_sample_event_sends_one_correct_request() {
     assert_eq!(
         form(&received[0]),
         [
-            ("To".to_owned(), "+819012345678".to_owned()),
+            ("To".to_owned(), "+81312345678".to_owned()),
             ("From".to_owned(), "+15005550006".to_owned()),
             (
                 "Twiml".to_owned(),
@@ -291,7 +291,7 @@ async fn invalid_number_is_rejected_once_with_twilios_code() {
     let (server, app) = twilio_answering(twilio_error(
         400,
         21211,
-        "The 'To' number +819012345678 is not a valid phone number.",
+        "The 'To' number +81312345678 is not a valid phone number.",
     ))
     .await;
     let err = handle(event("outbound-call-url.json"), &app)
@@ -303,13 +303,13 @@ async fn invalid_number_is_rejected_once_with_twilios_code() {
     );
     assert_eq!(err.error_type(), "NonRetryable.TwilioRejected");
     assert!(
-        err.to_string().contains("21211") && !err.to_string().contains("9012345678"),
+        err.to_string().contains("21211") && !err.to_string().contains("312345678"),
         "{err}"
     );
     assert_eq!(calls_received(&server).await.len(), 1);
 
     let mut http = event("outbound-call-http-api.json");
-    http["body"] = json!(r#"{"to": "+819012345678", "say": "hi"}"#);
+    http["body"] = json!(r#"{"to": "+81312345678", "say": "hi"}"#);
     let out = handle(http, &app).await.unwrap();
     assert_eq!(out["statusCode"], 422);
     let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
@@ -492,11 +492,11 @@ async fn bad_events_send_nothing() {
         json!({"to": "+449012345678", "say": "not in the allow-list"}),
         json!({"to": "+81 90 1234 5678", "say": "spaces"}),
         json!({"to": "sip:alice@example.com", "say": "sip"}),
-        json!({"to": "+819012345678", "url": "http://example.com/plain-http"}),
-        json!({"to": "+819012345678", "say": "hi", "status_callback": "http://example.com/s"}),
-        json!({"to": "+819012345678", "twiml": "x".repeat(4001)}),
-        json!({"to": "+819012345678", "say": "hi", "unknown": true}),
-        json!({"to": "+819012345678"}),
+        json!({"to": "+81312345678", "url": "http://example.com/plain-http"}),
+        json!({"to": "+81312345678", "say": "hi", "status_callback": "http://example.com/s"}),
+        json!({"to": "+81312345678", "twiml": "x".repeat(4001)}),
+        json!({"to": "+81312345678", "say": "hi", "unknown": true}),
+        json!({"to": "+81312345678"}),
         json!("just a string"),
     ] {
         let err = handle(bad.clone(), &app).await.unwrap_err();

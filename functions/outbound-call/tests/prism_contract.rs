@@ -65,7 +65,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         .post(&url)
         .basic_auth(SID, Some("t"))
         .form(&[
-            ("To", "+819012345678"),
+            ("To", "+81312345678"),
             ("From", "+15005550006"),
             ("Url", "https://e.com/x"),
             ("StatusCallbackMethod", "PATCH"),
@@ -77,7 +77,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
     let no_auth = client
         .post(&url)
         .form(&[
-            ("To", "+819012345678"),
+            ("To", "+81312345678"),
             ("From", "+15005550006"),
             ("Url", "https://e.com/x"),
         ])

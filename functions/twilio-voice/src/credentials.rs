@@ -561,7 +561,9 @@ mod tests {
             CredentialStore::new(client(rule), spec(), DEFAULT_TTL)
         }
 
-        /// ERROR lines logged on this thread while the guard lives.
+        /// ERROR lines logged on this thread while the guard lives. Every test here installs
+        /// one before it logs: tracing caches a callsite as disabled when it is first hit on a
+        /// thread without a subscriber, which races with the other tests' subscribers.
         #[derive(Clone, Default)]
         struct Errors(Arc<StdMutex<Vec<u8>>>);
 
@@ -644,6 +646,7 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn refreshes_after_a_refusal_share_one_read() {
+            let (_errors, _guard) = Errors::install();
             // Twenty calls answered 20003 at once: each asks for fresh credentials.
             let rule = mock!(Client::get_parameters)
                 .sequence()
@@ -725,6 +728,7 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn a_missing_parameter_is_authoritative_and_ends_the_grace() {
+            let (_errors, _guard) = Errors::install();
             let rule = mock!(Client::get_parameters)
                 .sequence()
                 .output(|| token("good"))
@@ -748,6 +752,7 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn prefetch_fails_only_on_a_misconfiguration() {
+            let (_errors, _guard) = Errors::install();
             let down = mock!(Client::get_parameters)
                 .sequence()
                 .http_status(400, Some(DENIED.into()))
