@@ -106,13 +106,21 @@ pub async fn ssm_client(endpoint: &str) -> aws_sdk_ssm::Client {
     .expect("an SSM client for the stand-in")
 }
 
-/// Stores a SecureString parameter.
+/// Stores a SecureString parameter. The first request to a fresh moto_server loads its SSM
+/// backend, which can take longer than the functions' 3 s SSM budget on a busy machine: seeding
+/// gets a generous timeout of its own, so that the reads under test then meet a warm stand-in.
 pub async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    let seeding = aws_sdk_ssm::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(60))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .build();
     ssm.put_parameter()
         .name(name)
         .value(value)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .overwrite(true)
+        .customize()
+        .config_override(aws_sdk_ssm::Config::builder().timeout_config(seeding))
         .send()
         .await
         .expect("put_parameter on the stand-in");
