@@ -397,9 +397,10 @@ class Simulator:
         call.timeout = int(timeout)
         call.time_limit = int(values["TimeLimit"]) if values.get("TimeLimit", "").isdigit() else 14400
         call.register()
+        created = call.resource()
         self._started()
         threading.Thread(target=call.run_outbound, daemon=True, name=call.sid).start()
-        return 201, call.resource()
+        return 201, created
 
     def list_calls(self, query):
         q = {}
@@ -492,7 +493,7 @@ class Simulator:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.base_url = f"http://{host}:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="twilio-sim").start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True, name="twilio-sim").start()
         return self.port
 
     def stop(self):
@@ -681,6 +682,12 @@ class Call:
         if event:
             self.callback(event)
 
+    def initiated(self):
+        """Dialing has begun: an `initiated` callback; the resource itself stays `queued`."""
+        self.sim.record("call", **dict(self._state(), status="initiated"))
+        self.sim.say(f"{self.tag} initiated")
+        self.callback("initiated", call_status="initiated")
+
     def request_end(self, status):
         """REST update: canceled ends a queued or ringing call, completed any live one."""
         with self.sim.lock:
@@ -715,9 +722,9 @@ class Call:
 
     # -- status callbacks
 
-    def base_params(self):
+    def base_params(self, call_status=None):
         p = [("AccountSid", self.sim.account_sid), ("ApiVersion", API_VERSION), ("CallSid", self.sid),
-             ("CallStatus", self.status), ("Called", self.to), ("Caller", self.from_),
+             ("CallStatus", call_status or self.status), ("Called", self.to), ("Caller", self.from_),
              ("Direction", self.direction), ("From", self.from_), ("To", self.to)]
         if self.parent_call_sid:
             p.append(("ParentCallSid", self.parent_call_sid))
@@ -725,12 +732,12 @@ class Call:
             p.append(("AnsweredBy", self.answered_by))
         return p
 
-    def callback(self, event):
+    def callback(self, event, call_status=None):
         """Builds the status callback of one event; sends it, or holds it (out-of-order mode)."""
         final = self.status in FINAL
         if not self.status_callback or (event not in self.events and not final):
             return
-        params = self.base_params() + [
+        params = self.base_params(call_status) + [
             ("CallbackSource", "call-progress-events"),
             ("SequenceNumber", str(self.sequence)),
             ("Timestamp", rfc2822(now())),
@@ -773,8 +780,7 @@ class Call:
             self.wake.wait(queue)
         if self.end_request:
             return self.set_status("canceled", "completed")
-        self.set_status("initiated", "initiated")
-        self.status = "queued"  # the resource has no "initiated" status; it stays queued until it rings
+        self.initiated()
         answer = self.script.get("answer", "human")
         if answer == "failed":
             return self.set_status("failed", "completed")
@@ -1065,7 +1071,7 @@ class Executor:
         for leg, url, method, script in order:
             answer = script.get("answer", "human")
             ring = float(script.get("ring_seconds", 0 if answer == "busy" else 3))
-            leg.set_status("initiated", "initiated")
+            leg.initiated()
             if answer == "failed":
                 leg.set_status("failed", "completed")
                 outcomes.append("failed")
