@@ -275,6 +275,51 @@ class OutboundCalls(SimTest):
         self.assertEqual((p["RecordingDuration"], p["Digits"]), ("30", "hangup"))
 
 
+class CallerBehaviour(SimTest):
+    def test_hangs_up_after_n_gathers(self):
+        loop = twiml('<Gather numDigits="1" action="/ack"><Say>press 1</Say></Gather><Redirect>/voice</Redirect>')
+        app = self.start({"/voice": loop, "/ack": twiml("<Hangup/>")},
+                         {"numbers": {ALICE: {"keys": [None, None, "1"], "hangup_after_gathers": 2}}})
+        sid = self.place(ALICE, app)["sid"]
+        log = self.finish()
+        self.assertEqual(len(app.at("/voice")), 3, "heard Gathers 1 and 2, hung up at the third")
+        self.assertEqual(app.at("/ack"), [])
+        self.assertEqual(self.call(sid)["status"], "completed")
+        self.assertEqual([e for e in log["events"] if e["kind"] == "keypress"], [])
+
+    def test_time_limit_and_duration_cut_the_call(self):
+        app = self.start({"/voice": twiml('<Pause length="100"/><Say>never heard</Say>')},
+                         {"numbers": {BOB: {"duration": 30}}})
+        a = self.place(ALICE, app, TimeLimit="12")["sid"]
+        b = self.place(BOB, app)["sid"]
+        log = self.finish()
+        self.assertEqual((self.call(a)["duration"], self.call(b)["duration"]), ("12", "30"))
+        self.assertEqual([e for e in log["events"] if e["kind"] == "verb" and e["verb"] == "Say"], [])
+
+    def test_end_an_in_progress_call_through_the_api(self):
+        app = self.start({"/voice": twiml('<Pause length="600"/><Say>after the pause</Say>')}, {"time_scale": 0.05})
+        sid = self.place(ALICE, app)["sid"]
+        for _ in range(200):
+            if self.call(sid)["status"] == "in-progress":
+                break
+            threading.Event().wait(0.02)
+        self.assertEqual(self.api("POST", f"Calls/{sid}.json", [("Status", "canceled")])[1]["status"],
+                         "in-progress", "canceled does not end a call in progress")
+        status, body = self.api("POST", f"Calls/{sid}.json", [("Status", "completed")])
+        self.assertEqual((status, body["status"]), (200, "completed"))
+        self.assertTrue(self.sim.wait_idle(2), "the 30 s pause was cut short")
+        log = self.finish()
+        self.assertEqual([e for e in log["events"] if e["kind"] == "verb" and e["verb"] == "Say"], [])
+
+    def test_get_actions_are_signed_over_the_query(self):
+        app = self.start({"/voice": twiml('<Gather numDigits="1" action="/menu?step=2" method="GET"/>'),
+                          "/menu": twiml("<Hangup/>")}, {"numbers": {ALICE: {"keys": ["7"]}}})
+        self.place(ALICE, app)
+        self.finish()  # checks every signature, this GET's over its full query too
+        got = app.at("/menu")
+        self.assertEqual((got[0]["method"], got[0]["params"]["Digits"], got[0]["params"]["step"]), ("GET", "7", "2"))
+
+
 class StatusCallbacks(SimTest):
     EVENTS = ["initiated", "ringing", "answered", "completed"]
 
@@ -486,6 +531,24 @@ class InboundAndWiring(SimTest):
         call = self.sim.play_inbound(app.url("/voice"), ALICE, OURS)
         self.finish()
         self.assertEqual((call.status, call.duration), ("busy", 0))
+
+    def test_inbound_command_line(self):
+        """`make dev`'s way: play one incoming call, standalone or through a running server."""
+        app = self.start({"/voice": twiml('<Gather numDigits="1" action="/menu"><Say>menu</Say></Gather>'),
+                          "/menu": lambda p: twiml(f"<Say>chose {p['Digits']}</Say>")})
+        common = ["--url", app.url("/voice"), "--from", ALICE, "--to", OURS, "--keys", "3"]
+        r = subprocess.run([sys.executable, SIM_PATH, "inbound", "--token", TOKEN, *common],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("Gather: pressed '3'", r.stdout)
+        self.assertTrue(r.stdout.rstrip().endswith("call ended: completed"))
+        r = subprocess.run([sys.executable, SIM_PATH, "inbound", "--sim", self.sim.base_url, *common],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        log = self.finish()
+        self.assertEqual([(c["direction"], c["from"], c["status"]) for c in log["calls"]],
+                         [("inbound", ALICE, "completed")])
+        self.assertEqual([r["params"]["Digits"] for r in app.at("/menu")], ["3", "3"])
 
     def test_https_urls_signed_as_given_delivered_over_http(self):
         """What `make dev` and the Rust tests need: https:// callbacks served on loopback http."""

@@ -697,7 +697,8 @@ class Call:
                 self.end_request = "canceled"
             elif status == "completed" and live:
                 self.end_request = "canceled" if ringing else "completed"
-        self.wake.set()
+            if self.end_request:
+                self.wake.set()
 
     def check_end(self):
         if self.end_request == "completed":
@@ -706,13 +707,22 @@ class Call:
     # -- simulated time
 
     def advance(self, seconds):
-        self.clock += seconds
-        self.sim.sleep(seconds)
-        self.check_end()
+        """Time passes on the line; the call's TimeLimit or the person's `duration` may cut it."""
+        limits = []
         if self.answered_at is not None:
-            talked = self.clock - self.answered_at
-            if talked >= self.time_limit:
-                raise Hangup("completed", "TimeLimit reached")
+            limits.append((self.answered_at + self.time_limit, "TimeLimit reached"))
+            if self.script.get("duration") is not None:
+                limits.append((self.answered_at + float(self.script["duration"]), "the person hung up"))
+        end = self.clock + seconds
+        for at, why in sorted(limits):
+            if end > at:
+                self.sim.sleep(max(0.0, at - self.clock), self.wake)
+                self.clock = max(self.clock, at)
+                self.sim.record("verb", call_sid=self.sid, verb="(hangs up)", text=why)
+                raise Hangup("completed", why)
+        self.clock = end
+        self.sim.sleep(seconds, self.wake)
+        self.check_end()
 
     def person_still_there(self):
         limit = self.script.get("duration")
@@ -835,9 +845,7 @@ class Call:
     # -- the person's side
 
     def next_keys(self):
-        if self.answered_by is not None and self.answered_by.startswith("machine"):
-            return None
-        if self.script.get("answer") == "machine":
+        if self.script.get("answer") == "machine":  # a voicemail greeting presses nothing
             return None
         return self.keys.pop(0) if self.keys else None
 
