@@ -45,7 +45,10 @@ Config file (JSON; every key optional; command-line flags override it)
     "time_scale": 0,                  # real seconds slept per simulated second (0: no waiting)
     "url_map": {"https://127.0.0.1:9000/": "http://127.0.0.1:9000/"},
                                       # sign the URL as given, deliver to the mapped prefix
-    "plain_http": false               # deliver any https:// URL over plain http (same host:port)
+    "plain_http": false,              # deliver any https:// URL over plain http (same host:port)
+    "whisper_hangup_dial_status": "no-answer"
+                                      # DialCallStatus when a <Number url> whisper hangs up (see
+                                      # Executor.dial for the documentation behind the default)
   }
 
 SCRIPT (what one phone number does when called, or when it calls in):
@@ -209,6 +212,7 @@ class Simulator:
         self.time_scale = float(c.get("time_scale", 0))
         self.url_map = dict(c.get("url_map", {}))
         self.plain_http = bool(c.get("plain_http", False))
+        self.whisper_hangup_dial_status = c.get("whisper_hangup_dial_status", "no-answer")
         self.log_path = log_path
         self.quiet = quiet
         self.out = out or sys.stdout
@@ -335,7 +339,11 @@ class Simulator:
             idempotency_token=token, status=status, content_type=ctype, response=text, error=error,
         )
         shown = f"HTTP {status}" if status is not None else f"failed ({error})"
-        self.say(f"{call.tag} {purpose} {method} {mask_digits(signed_url)} -> {shown}")
+        what = purpose
+        if purpose == "status-callback":
+            p = dict(pairs)
+            what = f"callback #{p.get('SequenceNumber')} {p.get('CallStatus')}"
+        self.say(f"{call.tag} {what} {method} {mask_digits(signed_url)} -> {shown}")
         return status, text, error
 
     # -- REST API
@@ -1104,14 +1112,17 @@ class Executor:
             if url:
                 accepted = self.whisper(leg, url, method)
             if not accepted:
-                # Twilio's <Number> docs: the url TwiML runs "on the called party's end, after
-                # she answers, but before the parties are connected", giving "a chance to decline
+                # Twilio's docs (https://www.twilio.com/docs/voice/twiml/number, `url`; the same
+                # text for <Client>): the url TwiML runs "on the called party's end, after she
+                # answers, but before the parties are connected", to give "a chance to decline
                 # the phone call using <Gather> and <Hangup>". A declined leg is never connected,
-                # and DialCallStatus "completed" means the called party "answered the call and
-                # was connected to the caller" (<Dial> docs, DialCallStatus values); so the
-                # parent's Dial action gets "no-answer" (the value Twilio reports when a screened
-                # leg hangs up in its whisper: nobody took the call), never "completed".
-                outcomes.append("no-answer")
+                # and the <Dial> docs (https://www.twilio.com/docs/voice/twiml/dial, DialCallStatus
+                # values) define "completed" as "the called party answered the call and was
+                # connected to the caller". So the parent's Dial action never gets "completed";
+                # it gets "no-answer" (nobody took the call). The docs searched state no value
+                # for this exact case in so many words: "whisper_hangup_dial_status" in the
+                # config changes it if a real call ever reports another.
+                outcomes.append(self.sim.whisper_hangup_dial_status)
                 continue
             bridged = leg
             break
@@ -1127,7 +1138,9 @@ class Executor:
             dial_status, dial_sid, dial_duration = "completed", bridged.sid, bridged.duration
             call.advance(talk)
         else:
-            if "no-answer" in outcomes or not outcomes:
+            if self.sim.whisper_hangup_dial_status in outcomes:
+                dial_status = self.sim.whisper_hangup_dial_status
+            elif "no-answer" in outcomes or not outcomes:
                 dial_status = "no-answer"
             elif "busy" in outcomes:
                 dial_status = "busy"
@@ -1225,9 +1238,10 @@ def main(argv=None):
 
     if args.command == "serve":
         sim = Simulator(config, log_path=args.log, quiet=args.quiet)
+        with sim.lock:
+            sim._write_log()  # an empty log exists before anyone can know the port
         port = sim.start(args.port, args.host)
         print(f"twilio-sim listening on http://{args.host}:{port}", flush=True)
-        sim._write_log()
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
