@@ -254,6 +254,27 @@ class OutboundCalls(SimTest):
         by_to = {r["params"]["To"]: r["params"].get("AnsweredBy") for r in app.at("/voice")}
         self.assertEqual((by_to[BOB], by_to[CAROL]), ("human", None))
 
+    def test_inline_twiml_and_application_errors(self):
+        app = self.start({"/ack": twiml("<Say>ok</Say>"), "/notxml": "<html>oops</html>"},
+                         {"numbers": {ALICE: {"keys": ["1"]}, BOB: {"keys": ["1"]}}})
+        inline = twiml(f'<Gather numDigits="1" action="{app.url("/ack")}"><Say>inline</Say></Gather>')
+        status, body = self.api("POST", "Calls.json", [("To", ALICE), ("From", OURS), ("Twiml", inline)])
+        self.assertEqual(status, 201, body)
+        # A relative action in inline TwiML has no document URL to resolve against.
+        relative = twiml('<Gather numDigits="1" action="/ack"><Say>inline</Say></Gather>')
+        self.assertEqual(self.api("POST", "Calls.json", [("To", BOB), ("From", OURS), ("Twiml", relative)])[0], 201)
+        self.place(CAROL, app, voice="/missing")   # 404: Twilio's application error
+        self.place(CAROL, app, voice="/notxml")    # not TwiML
+        log = self.finish()
+        self.assertEqual(len(app.at("/ack")), 1)
+        self.assertEqual(app.at("/ack")[0]["params"]["To"], ALICE)
+        errors = [e["message"] for e in log["events"] if e["kind"] == "error"]
+        self.assertEqual(len(errors), 3, errors)
+        self.assertEqual(sum("relative URL" in e for e in errors), 1, errors)
+        self.assertEqual(sum("answered 404" in e for e in errors), 1, errors)
+        self.assertEqual(sum("12100" in e for e in errors), 1, errors)
+        self.assertEqual(sorted(c["status"] for c in log["calls"]), ["completed"] * 4)
+
     def test_record_posts_the_recording_to_its_action(self):
         app = self.start({"/voice": twiml('<Say>after the beep</Say><Record action="rec" maxLength="30"/>'),
                           "/rec": twiml("<Say>thanks</Say>")},
