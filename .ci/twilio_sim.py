@@ -25,9 +25,10 @@ Driving it from another program (a Rust test)
 ---------------------------------------------
 Start `twilio_sim.py serve --config FILE --port 0 --log LOG` as a child process, read its first
 stdout line for the port, point the code under test at `http://127.0.0.1:PORT` (the API base URL),
-place calls, then `GET /_sim/wait?timeout=30` (answers `{"idle": true}` once every call has ended,
-408 otherwise) and read LOG (rewritten whole after every entry, so it is always one JSON document;
-`GET /_sim/log` returns the same). `POST /_sim/inbound` with a JSON body
+place calls, then `GET /_sim/wait?timeout=30` (answers `{"idle": true}` once every call has ended
+and the log is written, 408 otherwise) and read LOG (always one whole JSON document: it is
+rewritten by rename, within 50 ms of any change and at once by /_sim/wait; `GET /_sim/log`
+returns the same). `POST /_sim/inbound` with a JSON body
 `{"url", "from", "to", "keys", "method", "status_callback"}` plays an inbound call (202 + its SID).
 Keep reading (or discarding) stdout, or the child blocks when the pipe fills.
 
@@ -40,7 +41,8 @@ Config file (JSON; every key optional; command-line flags override it)
     "webhook_token": "...",           # sign webhooks with this instead of auth_token (rotation tests)
     "numbers": {"+819012345678": SCRIPT, ...},              # callees (and inbound callers)
     "default_script": SCRIPT,         # numbers not listed (default {"answer": "human"})
-    "callback_order": "in-order" | "reverse" | "shuffle",  # status callbacks of each call
+    "callback_order": "in-order" | "reverse" | "shuffle",  # status callbacks of each call; out
+                                      # of order, they are held until the call ends, then sent
     "seed": 1,                        # for "shuffle"
     "time_scale": 0,                  # real seconds slept per simulated second (0: no waiting)
     "url_map": {"https://127.0.0.1:9000/": "http://127.0.0.1:9000/"},
@@ -60,6 +62,7 @@ SCRIPT (what one phone number does when called, or when it calls in):
   duration        seconds the person stays on the line once answered (hangs up before the next
                   verb past it; on a bridged <Dial> leg: the talk time, default 10)
   record_seconds  how long they speak at a <Record> (default 5)
+  play_seconds    how long each <Play> lasts (default 3; a <Say> lasts 1 s per 10 characters)
   hangup_after_record  true: hangs up to end a <Record> (Digits=hangup) instead of pressing #
   queue_seconds   real seconds the call stays `queued` (interruptible; lets a test cancel it)
   sip_response_code  overrides the SipResponseCode of the final status callback
@@ -221,6 +224,11 @@ class Simulator:
         self.calls = {}  # sid -> Call, in creation order
         self.events = []
         self.active = 0
+        self.dirty = threading.Event()
+        self.write_lock = threading.Lock()
+        if log_path:
+            self.flush()
+            threading.Thread(target=self._writer, daemon=True, name="twilio-sim-log").start()
         self.server = None
         self.port = None
         self.base_url = None
@@ -237,7 +245,7 @@ class Simulator:
             entry = {"n": len(self.events), "time": now().isoformat(), "kind": kind}
             entry.update(fields)
             self.events.append(entry)
-            self._write_log()
+            self.dirty.set()
             return entry
 
     def snapshot(self):
@@ -248,13 +256,24 @@ class Simulator:
                 "events": list(self.events),
             }
 
-    def _write_log(self):
+    def flush(self):
+        """Writes the log file now (the writer thread otherwise does within 50 ms of a change)."""
         if not self.log_path:
             return
-        tmp = f"{self.log_path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.snapshot(), f, ensure_ascii=False, indent=1)
-        os.replace(tmp, self.log_path)
+        with self.write_lock:
+            self.dirty.clear()
+            data = self.snapshot()
+            tmp = f"{self.log_path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False, indent=1)
+            os.replace(tmp, self.log_path)
+
+    def _writer(self):
+        # Rewriting the whole log on every entry is quadratic (1,000 calls took minutes): coalesce.
+        while True:
+            self.dirty.wait()
+            time.sleep(0.05)
+            self.flush()
 
     def script_for(self, number):
         s = dict(self.default_script)
@@ -271,6 +290,7 @@ class Simulator:
                 time.sleep(real)
 
     def wait_idle(self, timeout=30.0):
+        """Waits until every call has ended, then writes the log: True, or False on timeout."""
         deadline = time.monotonic() + timeout
         with self.idle:
             while self.active:
@@ -278,6 +298,7 @@ class Simulator:
                 if left <= 0:
                     return False
                 self.idle.wait(left)
+        self.flush()
         return True
 
     def _started(self):
@@ -1238,9 +1259,7 @@ def main(argv=None):
 
     if args.command == "serve":
         sim = Simulator(config, log_path=args.log, quiet=args.quiet)
-        with sim.lock:
-            sim._write_log()  # an empty log exists before anyone can know the port
-        port = sim.start(args.port, args.host)
+        port = sim.start(args.port, args.host)  # the (empty) log file exists already
         print(f"twilio-sim listening on http://{args.host}:{port}", flush=True)
         try:
             threading.Event().wait()
@@ -1248,6 +1267,7 @@ def main(argv=None):
             pass
         finally:
             sim.stop()
+            sim.flush()
         return 0
 
     keys = parse_keys(args.keys) if args.keys is not None else None
@@ -1267,6 +1287,7 @@ def main(argv=None):
         sim = Simulator(config, log_path=args.log, quiet=args.quiet)
         call = sim.play_inbound(args.url, args.from_, args.to, keys=keys, method=args.method,
                                 status_callback=args.status_callback)
+        sim.flush()
         status = call.status
     print(f"call ended: {status}", flush=True)
     return 0 if status == "completed" else 1
