@@ -532,6 +532,24 @@ class RestApi(SimTest):
         self.assertEqual(self.finish()["calls"], [])
 
 
+    def test_scripted_faults_429_then_201_and_500_after_the_call_exists(self):
+        app = self.start({"/voice": twiml("<Say>hi</Say>")}, {"numbers": {
+            ALICE: {"api_error": [{"status": 429, "code": 20429, "message": "Too Many Requests"}, None]},
+            BOB: {"api_error": {"status": 500, "code": 20500, "message": "Internal Server Error", "create": True}},
+        }})
+        form = [("To", ALICE), ("From", OURS), ("Url", app.url("/voice"))]
+        self.assertEqual(self.api("POST", "Calls.json", form)[1]["code"], 20429)
+        self.assertEqual(self.api("POST", "Calls.json", form)[0], 201)
+        self.assertEqual(self.api("POST", "Calls.json", form)[0], 201)
+        status, body = self.api("POST", "Calls.json", [("To", BOB), ("From", OURS), ("Url", app.url("/voice"))])
+        self.assertEqual((status, body["code"]), (500, 20500))
+        self.finish()
+        # The 500 hid a call that exists: the Calls list finds it (how issue 13 resolves OutcomeUnknown).
+        listed = self.api("GET", "Calls.json", raw_query="To=" + urllib.parse.quote(BOB))[1]["calls"]
+        self.assertEqual([c["status"] for c in listed], ["completed"])
+        self.assertEqual(len(app.at("/voice")), 3)
+
+
 class InboundAndWiring(SimTest):
     def test_inbound_call_follows_the_menu(self):
         app = self.start({

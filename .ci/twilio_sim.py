@@ -66,7 +66,10 @@ SCRIPT (what one phone number does when called, or when it calls in):
   hangup_after_record  true: hangs up to end a <Record> (Digits=hangup) instead of pressing #
   queue_seconds   real seconds the call stays `queued` (interruptible; lets a test cancel it)
   sip_response_code  overrides the SipResponseCode of the final status callback
-  api_error       {"status": 400, "code": 21214, "message": "..."}: Calls.json refuses calls to it
+  api_error       {"status": 400, "code": 21214, "message": "..."}: Calls.json refuses calls to it;
+                  with "create": true the call is placed anyway and the error answered (a 500
+                  after the call exists); a list: one entry (or null = accept) per successive
+                  request for that number, then accepted (429 twice, then 201)
 
 Log format (`--log FILE`, `GET /_sim/log`)
 ------------------------------------------
@@ -222,13 +225,17 @@ class Simulator:
         self.lock = threading.RLock()
         self.idle = threading.Condition(self.lock)
         self.calls = {}  # sid -> Call, in creation order
+        self.api_attempts = {}  # To -> Calls.json requests seen (for a list of api_error)
         self.events = []
         self.active = 0
         self.dirty = threading.Event()
         self.write_lock = threading.Lock()
+        self.closing = False
+        self.writer = None
         if log_path:
             self.flush()
-            threading.Thread(target=self._writer, daemon=True, name="twilio-sim-log").start()
+            self.writer = threading.Thread(target=self._writer, daemon=True, name="twilio-sim-log")
+            self.writer.start()
         self.server = None
         self.port = None
         self.base_url = None
@@ -270,10 +277,11 @@ class Simulator:
 
     def _writer(self):
         # Rewriting the whole log on every entry is quadratic (1,000 calls took minutes): coalesce.
-        while True:
+        while not self.closing:
             self.dirty.wait()
             time.sleep(0.05)
-            self.flush()
+            if not self.closing:
+                self.flush()
 
     def script_for(self, number):
         s = dict(self.default_script)
@@ -413,8 +421,15 @@ class Simulator:
             return twilio_error(400, 20001, f"Timeout must be between 1 and 600: {timeout}")
         script = self.script_for(to)
         err = script.get("api_error")
+        if isinstance(err, list):  # one entry per successive request for this number, then accept
+            with self.lock:
+                n = self.api_attempts.get(to, 0)
+                self.api_attempts[to] = n + 1
+            err = err[n] if n < len(err) else None
         if err:
-            return twilio_error(err.get("status", 400), err.get("code", 21211), err.get("message", "Refused by the script"))
+            error = twilio_error(err.get("status", 400), err.get("code", 21211), err.get("message", "Refused by the script"))
+            if not err.get("create"):
+                return error
         call = Call(self, "outbound-api", from_, to, script)
         call.url = url
         call.method = values.get("Method", "POST")
@@ -429,6 +444,8 @@ class Simulator:
         created = call.resource()
         self._started()
         threading.Thread(target=call.run_outbound, daemon=True, name=call.sid).start()
+        if err:  # "create": the call exists and rings, but the answer is the error (a 500 after the fact)
+            return error
         return 201, created
 
     def list_calls(self, query):
@@ -526,10 +543,18 @@ class Simulator:
         return self.port
 
     def stop(self):
+        """Stops serving, writes the log a last time; nothing is written after this returns."""
         if self.server:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        if self.writer:
+            self.closing = True
+            self.dirty.set()
+            self.writer.join()
+            self.writer = None
+            self.flush()
+            self.log_path = None
 
 
 class ApiHandler(BaseHTTPRequestHandler):
@@ -1267,7 +1292,6 @@ def main(argv=None):
             pass
         finally:
             sim.stop()
-            sim.flush()
         return 0
 
     keys = parse_keys(args.keys) if args.keys is not None else None
@@ -1287,7 +1311,7 @@ def main(argv=None):
         sim = Simulator(config, log_path=args.log, quiet=args.quiet)
         call = sim.play_inbound(args.url, args.from_, args.to, keys=keys, method=args.method,
                                 status_callback=args.status_callback)
-        sim.flush()
+        sim.stop()
         status = call.status
     print(f"call ended: {status}", flush=True)
     return 0 if status == "completed" else 1
