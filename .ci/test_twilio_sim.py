@@ -3,9 +3,12 @@
 
 The app validates every request's X-Twilio-Signature with twilio-python's RequestValidator (and
 refuses a bad one with 403, which the tests then see), answers TwiML per route, and records what
-it received. Run: .venv/bin/python -m unittest .ci/test_twilio_sim.py  (or run this file: it
-ends with "N passed, M failed"). TWILIO_SIM=path/to/a/copy.py runs the tests against that copy
-(how each test was checked to fail for its reason).
+it received. Run from the repository root:
+    .venv/bin/python .ci/test_twilio_sim.py        (ends with "N passed, M failed"; exit 1 on failure)
+    .venv/bin/python -m unittest discover -s .ci -p test_twilio_sim.py
+(`-m unittest .ci/test_twilio_sim.py` cannot work: unittest refuses the leading dot.) About 5 s.
+TWILIO_SIM=path/to/a/copy.py runs the tests against that copy of the simulator: how each test was
+checked to fail for its reason, on a copy with that behaviour broken.
 """
 
 import base64
@@ -598,6 +601,18 @@ class InboundAndWiring(SimTest):
         self.assertEqual(len(app.requests), 2)
         sent = [e for e in log["events"] if e["kind"] == "webhook"]
         self.assertTrue(all(e["url"].startswith("https://") and e["sent_to"].startswith("http://") for e in sent))
+
+    def test_url_map_signs_the_public_url_and_delivers_to_the_mapped_one(self):
+        app = WebhookApp({"/prefix/voice": twiml("<Say>hi</Say>")}, public_scheme="https")
+        app.base = "https://voice.example.com"  # what the app believes Twilio calls (PUBLIC_BASE_URL)
+        self.apps.append(app)
+        self.start({}, {"url_map": {"https://voice.example.com/": f"http://127.0.0.1:{app.port}/"}})
+        self.place(ALICE, app, voice="/prefix/voice")
+        log = self.finish()
+        self.assertEqual([r["path"] for r in app.requests], ["/prefix/voice"])
+        sent = [e for e in log["events"] if e["kind"] == "webhook"][0]
+        self.assertEqual((sent["url"], sent["sent_to"]),
+                         ("https://voice.example.com/prefix/voice", f"http://127.0.0.1:{app.port}/prefix/voice"))
 
     def test_child_process_with_config_file_port_line_and_log(self):
         """The way a Rust test drives it: config file, port from the first line, the JSON log."""
