@@ -344,6 +344,34 @@ class CallerBehaviour(SimTest):
         self.assertEqual((got[0]["method"], got[0]["params"]["Digits"], got[0]["params"]["step"]), ("GET", "7", "2"))
 
 
+    def test_hesitating_keys_and_keys_too_late(self):
+        app = self.start({"/voice": twiml('<Gather numDigits="1" action="/ack" timeout="5"><Say>press 1</Say></Gather>',
+                                          "<Say>nothing pressed</Say>"),
+                          "/ack": twiml("<Say>ok</Say>")},
+                         {"numbers": {ALICE: {"keys": [{"digits": "1", "after": 4}]},
+                                      BOB: {"keys": [{"digits": "1", "after": 5}]}}})
+        a = self.place(ALICE, app)["sid"]
+        b = self.place(BOB, app)["sid"]
+        self.finish()
+        self.assertEqual([r["params"]["CallSid"] for r in app.at("/ack")], [a])
+        self.assertNotIn(b, [r["params"]["CallSid"] for r in app.at("/ack")])
+
+    def test_replay_sends_the_same_request_again(self):
+        app = self.start({"/voice": twiml('<Gather numDigits="1" action="/ack"/>'), "/ack": twiml("<Hangup/>")},
+                         {"numbers": {ALICE: {"keys": ["1"]}}})
+        self.place(ALICE, app)
+        log = self.finish()
+        ack = [e for e in log["events"] if e["kind"] == "webhook" and e["purpose"] == "gather"][0]
+        req = urllib.request.Request(self.sim.base_url + "/_sim/replay", data=json.dumps({"n": ack["n"]}).encode(),
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            self.assertEqual(json.load(resp)["status"], 200)
+        first, again = app.at("/ack")
+        self.assertEqual((again["pairs"], again["token"], again["valid"]), (first["pairs"], first["token"], True))
+        replayed = [e for e in self.sim.snapshot()["events"] if e.get("replay_of") == ack["n"]]
+        self.assertEqual(replayed[0]["signature"], ack["signature"])
+
+
 class StatusCallbacks(SimTest):
     EVENTS = ["initiated", "ringing", "answered", "completed"]
 

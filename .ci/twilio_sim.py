@@ -30,6 +30,9 @@ and the log is written, 408 otherwise) and read LOG (always one whole JSON docum
 rewritten by rename, within 50 ms of any change and at once by /_sim/wait; `GET /_sim/log`
 returns the same). `POST /_sim/inbound` with a JSON body
 `{"url", "from", "to", "keys", "method", "status_callback"}` plays an inbound call (202 + its SID).
+`POST /_sim/replay` with `{"n": N}` sends logged webhook N again, identical (same signature, same
+I-Twilio-Idempotency-Token), and answers `{"status", "response", "error"}`: a replayed or retried
+genuine webhook.
 Keep reading (or discarding) stdout, or the child blocks when the pipe fills.
 
 Config file (JSON; every key optional; command-line flags override it)
@@ -56,7 +59,9 @@ Config file (JSON; every key optional; command-line flags override it)
 SCRIPT (what one phone number does when called, or when it calls in):
   answer          "human" (default) | "machine" | "no-answer" | "busy" | "failed"
   keys            what is entered at each successive <Gather>: "1", "*", "12#", null = no input
-                  (missing entries = no input)
+                  (missing entries = no input), or {"digits": "1", "after": 4}: pressed after 4
+                  simulated seconds (real ones with time_scale); at or past the Gather's timeout
+                  the keys are lost and the Gather ends without input
   hangup_after_gathers  N: hangs up when reaching Gather number N+1 (0 = at the first Gather)
   ring_seconds    seconds before answering (default 3; >= the Timeout means no-answer)
   duration        seconds the person stays on the line once answered (hangs up before the next
@@ -329,19 +334,20 @@ class Simulator:
         return url
 
     def send_webhook(self, call, purpose, url, method, pairs):
-        """Sends one signed request as Twilio does; returns (status, body text) or (None, error)."""
+        """Sends one signed request as Twilio does; returns (status, body text, error)."""
         method = (method or "POST").upper()
         pairs = [(k, "" if v is None else str(v)) for k, v in pairs]
         if method == "GET":
             sep = "&" if urllib.parse.urlsplit(url).query else "?"
             signed_url = url + sep + urllib.parse.urlencode(pairs)
             signature = sign(self.webhook_token, signed_url, [])
-            body = None
         else:
             signed_url = url
             signature = sign(self.webhook_token, url, pairs)
-            body = urllib.parse.urlencode(pairs).encode()
-        token = str(uuid.uuid4())
+        return self._deliver(call.sid, call.tag, purpose, method, signed_url, pairs, signature, str(uuid.uuid4()))
+
+    def _deliver(self, call_sid, tag, purpose, method, signed_url, pairs, signature, token, replay_of=None):
+        body = None if method == "GET" else urllib.parse.urlencode(pairs).encode()
         headers = {
             "X-Twilio-Signature": signature,
             "I-Twilio-Idempotency-Token": token,
@@ -351,7 +357,7 @@ class Simulator:
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
         target = self.delivery_url(signed_url)
-        status, text, error = None, "", None
+        status, text, error, ctype = None, "", None, ""
         try:
             req = urllib.request.Request(target, data=body, headers=headers, method=method)
             with urllib.request.urlopen(req, timeout=15) as resp:
@@ -361,19 +367,32 @@ class Simulator:
             status, text, ctype = e.code, e.read().decode("utf-8", "replace"), e.headers.get("Content-Type", "")
         except Exception as e:  # connection refused, timeout: Twilio's 11200-class errors
             error = f"{type(e).__name__}: {e}"
-            ctype = ""
-        self.record(
-            "webhook", call_sid=call.sid, purpose=purpose, method=method, url=signed_url,
-            sent_to=target, params=[list(p) for p in pairs], signature=signature,
-            idempotency_token=token, status=status, content_type=ctype, response=text, error=error,
-        )
+        fields = dict(call_sid=call_sid, purpose=purpose, method=method, url=signed_url, sent_to=target,
+                      params=[list(p) for p in pairs], signature=signature, idempotency_token=token,
+                      status=status, content_type=ctype, response=text, error=error)
+        if replay_of is not None:
+            fields["replay_of"] = replay_of
+        self.record("webhook", **fields)
         shown = f"HTTP {status}" if status is not None else f"failed ({error})"
         what = purpose
         if purpose == "status-callback":
             p = dict(pairs)
             what = f"callback #{p.get('SequenceNumber')} {p.get('CallStatus')}"
-        self.say(f"{call.tag} {what} {method} {mask_digits(signed_url)} -> {shown}")
+        if replay_of is not None:
+            what = f"replay of #{replay_of}: {what}"
+        self.say(f"{tag} {what} {method} {mask_digits(signed_url)} -> {shown}")
         return status, text, error
+
+    def replay(self, n):
+        """Sends logged webhook number n again, byte for byte: same signature, same idempotency
+        token (what Twilio's own retries look like, and what a captured request replayed is)."""
+        with self.lock:
+            ev = self.events[n] if 0 <= n < len(self.events) else None
+        if ev is None or ev["kind"] != "webhook":
+            raise ValueError(f"event {n} is not a webhook")
+        tag = f"[{ev['call_sid'][:4]}…{ev['call_sid'][-4:]}]"
+        return self._deliver(ev["call_sid"], tag, ev["purpose"], ev["method"], ev["url"],
+                             [tuple(p) for p in ev["params"]], ev["signature"], ev["idempotency_token"], replay_of=n)
 
     # -- REST API
 
@@ -637,6 +656,12 @@ class ApiHandler(BaseHTTPRequestHandler):
         if path == "/_sim/wait":
             ok = sim.wait_idle(float(query.get("timeout", "30")))
             return self._send_json(200 if ok else 408, {"idle": ok})
+        if path == "/_sim/replay" and self.command == "POST":
+            try:
+                status, text, error = sim.replay(int(json.loads(raw or b"{}")["n"]))
+            except (ValueError, KeyError, TypeError) as e:
+                return self._send_json(400, {"error": str(e)})
+            return self._send_json(200, {"status": status, "response": text, "error": error})
         if path == "/_sim/inbound" and self.command == "POST":
             try:
                 req = json.loads(raw or b"{}")
@@ -1047,6 +1072,14 @@ class Executor:
         finish = el.get("finishOnKey", "#")
         timeout = float(el.get("timeout", "5"))
         entry = call.next_keys()
+        if isinstance(entry, dict):  # {"digits": "1", "after": seconds of hesitation}
+            after = float(entry.get("after", 0))
+            if after >= timeout:
+                self.sim.say(f"{call.tag} Gather: {entry.get('digits')!r} pressed after {after:g}s, too late")
+                entry = None  # the Gather timed out first: the keys are lost, as on a real call
+            else:
+                call.advance(after)
+                entry = entry.get("digits")
         digits, finished_on = "", ""
         if entry:
             digits = entry
