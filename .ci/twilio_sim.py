@@ -436,8 +436,10 @@ class Simulator:
                 if part not in EVENTS:
                     return twilio_error(400, 21626, f"Invalid StatusCallbackEvent: {e}")
         timeout = values.get("Timeout", "60")
-        if not timeout.isdigit() or not 1 <= int(timeout) <= 600:
-            return twilio_error(400, 20001, f"Timeout must be between 1 and 600: {timeout}")
+        if not timeout.isdigit():
+            return twilio_error(400, 20001, f"Timeout must be an integer: {timeout}")
+        # Twilio documents a 600 s maximum; it rings at most that long rather than refusing.
+        timeout = str(min(max(int(timeout), 1), 600))
         script = self.script_for(to)
         err = script.get("api_error")
         if isinstance(err, list):  # one entry per successive request for this number, then accept
@@ -502,7 +504,7 @@ class Simulator:
                 continue
             out.append(c.resource())
         out.reverse()  # newest first, as Twilio lists them
-        size = int(q.get("PageSize", "50"))
+        size = int(q["PageSize"]) if q.get("PageSize", "").isdigit() else 50
         path = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls.json"
         return 200, {
             "calls": out[:size], "end": max(0, min(size, len(out)) - 1), "first_page_uri": f"{path}?PageSize={size}&Page=0",
@@ -620,6 +622,16 @@ class ApiHandler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             return self._control(path, dict(query), raw)
         form = urllib.parse.parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            self._api(method, path, query, form)
+        except Exception as e:  # a simulator bug: answer like Twilio's 500 and keep serving
+            import traceback
+            sim.record("error", call_sid=None, message=f"simulator error on {method} {path}: {e!r}",
+                       traceback=traceback.format_exc())
+            self._send_json(*twilio_error(500, 20500, "Internal Server Error"))
+
+    def _api(self, method, path, query, form):
+        sim = self.simulator
         user = sim.authenticate(self.headers.get("Authorization"))
         m = re.fullmatch(rf"/{API_VERSION}/Accounts/([^/]+)/Calls(?:/([^/]+))?\.json", path)
         extra = None
