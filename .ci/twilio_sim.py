@@ -21,6 +21,12 @@ Commands
   twilio_sim.py inbound --url http://127.0.0.1:9000/voice --from +819012345678 --to +81501234567 \\
       --token 0123456789abcdef0123456789abcdef --keys 1,- [--config sim.json] [--log FILE]
 
+  Under `make dev` (cargo lambda watch serves the function at /lambda-url/incoming-call/ and the
+  function rebuilds the https:// URL Twilio signed), a call through the menu, pressing 1:
+  twilio_sim.py inbound --token 0123456789abcdef0123456789abcdef --keys 1 \\
+      --url https://127.0.0.1:9000/voice \\
+      --url-map https://127.0.0.1:9000/=http://127.0.0.1:9000/lambda-url/incoming-call/
+
 Driving it from another program (a Rust test)
 ---------------------------------------------
 Start `twilio_sim.py serve --config FILE --port 0 --log LOG` as a child process, read its first
@@ -1293,6 +1299,11 @@ def apply_flags(config, args):
             with open(spec, encoding="utf-8") as f:
                 spec = f.read()
         c.setdefault("numbers", {})[number] = json.loads(spec)
+    for item in getattr(args, "url_map", None) or []:
+        prefix, sep, target = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--url-map wants PREFIX=TARGET, got {item!r}")
+        c.setdefault("url_map", {})[prefix] = target
     if getattr(args, "plain_http", False):
         c["plain_http"] = True
     return c
@@ -1312,6 +1323,8 @@ def main(argv=None):
     common.add_argument("--seed", type=int)
     common.add_argument("--time-scale", dest="time_scale", type=float, help="real seconds per simulated second")
     common.add_argument("--plain-http", action="store_true", help="deliver https:// webhooks over http")
+    common.add_argument("--url-map", action="append", metavar="PREFIX=TARGET",
+                        help="sign URLs starting with PREFIX as they are, deliver them to TARGET instead")
     common.add_argument("--quiet", action="store_true")
     serve = sub.add_parser("serve", parents=[common], help="the REST API and the calls it places")
     serve.add_argument("--port", type=int, default=0, help="0: pick a free port and print it")
