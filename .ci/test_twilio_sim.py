@@ -466,6 +466,8 @@ class Forwarding(SimTest):
         self.assertEqual((results[0]["DialCallSid"], results[0]["DialCallDuration"]), (leg["sid"], leg["duration"]))
         # The leg's duration runs from its answer: the whisper, then 42 s of conversation.
         self.assertGreaterEqual(int(leg["duration"]), 42)
+        # The caller was on the line through the ringing, the whisper and the conversation.
+        self.assertGreater(int(self.call(parent)["duration"]), int(leg["duration"]))
 
     def test_unscreened_forward_to_a_voicemail_box_is_completed(self):
         """The defect issue 15 fixes: without screening, a carrier voicemail looks answered."""

@@ -712,7 +712,8 @@ class Call:
         self.end_time = None
         self.duration = None
         self.answered_at = None  # simulated seconds
-        self.clock = 0.0  # simulated seconds since the call was created
+        # Simulated seconds since the call was created; a <Dial> leg starts at its parent's time.
+        self.clock = parent.clock if parent else 0.0
         self.answered_by = None
         self.url = None
         self.method = "POST"
@@ -1180,7 +1181,7 @@ class Executor:
         # Simultaneous ringing: whoever answers first is offered the call (through the whisper,
         # when there is one); the others are canceled once one is bridged.
         order = sorted(legs, key=lambda l: float(l[3].get("ring_seconds", 3)))
-        bridged, rang = None, 0.0
+        bridged = None
         for leg, url, method, script in order:
             answer = script.get("answer", "human")
             ring = float(script.get("ring_seconds", 0 if answer == "busy" else 3))
@@ -1196,7 +1197,6 @@ class Executor:
             leg.set_status("ringing", "ringing")
             if answer == "no-answer" or ring >= timeout:
                 leg.clock += timeout
-                rang = max(rang, timeout)
                 leg.set_status("no-answer", "completed")
                 outcomes.append("no-answer")
                 continue
@@ -1233,7 +1233,6 @@ class Executor:
             bridged.clock += talk
             bridged.set_status("completed", "completed")
             dial_status, dial_sid, dial_duration = "completed", bridged.sid, bridged.duration
-            call.advance(talk)
         else:
             if self.sim.whisper_hangup_dial_status in outcomes:
                 dial_status = self.sim.whisper_hangup_dial_status
@@ -1245,7 +1244,8 @@ class Executor:
                 dial_status = "failed"
             dial_sid = legs[0][0].sid if legs else ""
             dial_duration = 0
-            call.advance(rang)
+        # The caller waited (ringing, whispers, the conversation) until the last leg was done.
+        call.advance(max([leg.clock for leg, *_ in legs] + [call.clock]) - call.clock)
         self.sim.say(f"{call.tag} Dial ended: DialCallStatus={dial_status}")
         if not el.get("action"):
             return None  # no action: Twilio continues with the next verb
@@ -1269,7 +1269,6 @@ class Executor:
         except Hangup as h:
             self.sim.say(f"{leg.tag} whisper hung up{': ' + h.reason if h.reason else ''}")
             leg.set_status("completed", "completed")
-            self.call.clock = max(self.call.clock, leg.clock)
             return False
         self.sim.say(f"{leg.tag} whisper accepted")
         return True
