@@ -479,7 +479,8 @@ class Simulator:
         q = {}
         for k, v in query:
             q.setdefault(k, v)
-        calls = list(self.calls.values())
+        with self.lock:
+            calls = list(self.calls.values())
         after = q.get("StartTime>") or q.get("StartTime>=")
         before = q.get("StartTime<") or q.get("StartTime<=")
         try:
