@@ -108,6 +108,7 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 import threading
 import time
@@ -1342,6 +1343,8 @@ def main(argv=None):
 
     if args.command == "serve":
         sim = Simulator(config, log_path=args.log, quiet=args.quiet)
+        # SIGTERM (how a test harness stops a child) ends like Ctrl-C: the log is written last.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         port = sim.start(args.port, args.host)  # the (empty) log file exists already
         print(f"twilio-sim listening on http://{args.host}:{port}", flush=True)
         try:
