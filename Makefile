@@ -14,7 +14,7 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call
+.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sim-check sam-build wire-number dev call call-unsigned place-call
 
 # The inner loop: no stand-ins, no installs (tests that need moto, Prism or the venv are
 # #[ignore]d with the reason). Under two minutes on a warm target/.
@@ -29,7 +29,7 @@ test: test-deps
 	@log=$$(mktemp "$${TMPDIR:-/tmp}/sam-build.XXXXXX"); \
 	setsid bash -c '$(MAKE) --no-print-directory sam-build; echo $$? >"$$0.rc"' "$$log" >"$$log" 2>&1 & sam=$$!; \
 	trap 'kill -- -$$sam 2>/dev/null' INT TERM; \
-	$(MAKE) --no-print-directory lint unit dev-stack template wire-number-check fuzz-smoke; rc=$$?; \
+	$(MAKE) --no-print-directory lint unit dev-stack template wire-number-check sim-check fuzz-smoke; rc=$$?; \
 	echo "== waiting for sam-build"; wait $$sam; \
 	cat "$$log"; sam_rc=$$(cat "$$log.rc" 2>/dev/null || echo 1); rm -f "$$log" "$$log.rc"; \
 	echo "sam-build exit $$sam_rc, other checks exit $$rc"; \
@@ -115,6 +115,10 @@ template:
 
 wire-number-check:
 	.ci/test_wire_number.sh
+
+# The Twilio voice simulator (.ci/twilio_sim.py), against an app that checks every signature.
+sim-check:
+	$(VENV)/bin/python .ci/test_twilio_sim.py
 
 # sam build as a user runs it (cargo-lambda + zig from the venv, no Docker): two arm64 bootstraps.
 sam-build:
