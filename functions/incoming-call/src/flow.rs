@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use twilio_voice::phone::PhoneNumber;
 use twilio_voice::twiml::{
-    Dial, Gather, GatherInput, Play, Record, Redirect, Say, Speech, VoiceResponse,
+    Dial, Gather, GatherInput, Method, Play, Record, Redirect, Say, Speech, VoiceResponse,
 };
 
 /// Twilio's demo `voice.xml` plays this; the flow used when none is configured plays it too.
@@ -334,7 +334,7 @@ impl CallFlow {
             .num_digits(1)
             .timeout(menu.timeout)
             .action(links.menu())
-            .method("POST")
+            .method(Method::Post)
             .say(self.say(&menu.prompt));
         let no_input = menu.no_input.clone().unwrap_or_else(|| {
             Speech::Text(self.localized(
@@ -355,7 +355,7 @@ impl CallFlow {
         let mut dial = Dial::number(f.number.as_str())
             .timeout(f.timeout)
             .action(links.dial_result(choice))
-            .method("POST");
+            .method(Method::Post);
         if let Some(caller_id) = &f.caller_id {
             dial = dial.caller_id(caller_id.as_str());
         }
@@ -377,7 +377,7 @@ impl CallFlow {
         });
         let record = Record::new()
             .action(links.voicemail(choice))
-            .method("POST")
+            .method(Method::Post)
             .max_length(v.max_length)
             .finish_on_key("#")
             .play_beep(true)
