@@ -100,14 +100,16 @@ async fn configured_japanese_flow_answers_and_routes_the_menu() {
         "{xml}"
     );
     assert!(
-        xml.contains(&format!(r#"<Gather input="dtmf" action="{HOST}/menu""#)),
+        xml.contains(&format!(
+            r#"<Gather input="dtmf" action="{HOST}/menu?at=0m&amp;tries=0""#
+        )),
         "{xml}"
     );
 
     let menu = handle(event("incoming-call-menu.json"), &app).await;
     assert_eq!(menu.status_code, 200);
     let xml = text(&menu);
-    assert!(xml.contains(&format!(r#"<Dial timeout="20" action="{HOST}/dial-result?choice=1" method="POST">+81312345678</Dial>"#)), "{xml}");
+    assert!(xml.contains(&format!(r#"<Dial answerOnBridge="true" timeout="20" action="{HOST}/dial-result?at=0m1&amp;n=0" method="POST" timeLimit="3600"><Number url="{HOST}/screen?at=0m1&amp;from=%2B819012345678" method="POST">+81312345678</Number></Dial>"#)), "{xml}");
 }
 
 #[tokio::test]
@@ -214,9 +216,10 @@ async fn previous_token_validates_during_rotation() {
 #[tokio::test]
 async fn get_webhooks_sign_the_query_string() {
     let app = app(&[("CALL_FLOW", MENU_FLOW)]).await;
-    let query = "CallSid=CA1&Digits=1&From=%2B819012345678";
-    let url = format!("{HOST}/menu?{query}");
-    let mut e = event("incoming-call-menu.json");
+    // A number's voice URL may be set to GET: the call's parameters come in the signed query.
+    let query = "CallSid=CA1&From=%2B81312345678&To=%2B81501234567";
+    let url = format!("{HOST}/voice?{query}");
+    let mut e = event("incoming-call.json");
     e.request_context.http.method = lambda_http::http::Method::GET;
     e.body = None;
     e.raw_query_string = Some(query.into());
@@ -225,12 +228,9 @@ async fn get_webhooks_sign_the_query_string() {
         .insert("x-twilio-signature", HeaderValue::from_str(&sig).unwrap());
     let response = handle(e.clone(), &app).await;
     assert_eq!(response.status_code, 200, "{}", text(&response));
-    assert!(
-        text(&response).contains("<Dial"),
-        "Digits read from the query"
-    );
+    assert!(text(&response).contains("<Gather"), "{}", text(&response));
 
-    e.raw_query_string = Some(query.replace("Digits=1", "Digits=2"));
+    e.raw_query_string = Some(query.replace("CA1", "CA2"));
     assert_forbidden(&handle(e, &app).await);
 }
 
@@ -320,6 +320,7 @@ async fn missing_parameters_or_bad_flows_stop_the_start() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
 async fn token_and_flow_read_from_moto_server() {
     let moto = testing::moto_server();
     let ssm = testing::ssm_client(&moto.url()).await;
