@@ -323,7 +323,7 @@ impl CallFlow {
                 format!("{path}: {inner}")
             })
         })?;
-        let mut main = Flow {
+        let main = Flow {
             language: doc.language,
             voice: doc.voice,
             greeting: doc.greeting,
@@ -352,10 +352,11 @@ impl CallFlow {
                 .recording_notice
                 .or_else(|| main.recording_notice.clone());
             checker.flow(&format!("{path}."), &flow)?;
+            // The document's reject list applies to every number.
+            flow.reject.extend(main.reject.iter().cloned());
             numbers.push((number, (i + 1) as u8));
             flows.push(flow);
         }
-        main.reject.shrink_to_fit();
         flows.insert(0, main);
         let mut flow = Self::new(flows);
         flow.numbers = numbers;

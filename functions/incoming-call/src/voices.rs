@@ -42,9 +42,20 @@ const POLLY: &[&str] = &[
     "Arthur-Neural",
 ];
 
-/// Google voices: `Google.<language>-<family>-<variant>`.
+/// Google voices: `Google.<language>-<family>-<letter>`, the letters each family has.
+const GOOGLE_LETTERED: &[(&str, &str, &str)] = &[
+    ("ja-JP", "Standard", "ABCD"),
+    ("ja-JP", "Wavenet", "ABCD"),
+    ("ja-JP", "Neural2", "BCD"),
+    ("en-US", "Standard", "ABCDEFGHIJ"),
+    ("en-US", "Wavenet", "ABCDEFGHIJ"),
+    ("en-US", "Neural2", "ACDEFGHIJ"),
+    ("en-GB", "Standard", "ABCDF"),
+    ("en-GB", "Wavenet", "ABCDF"),
+    ("en-GB", "Neural2", "ABCDF"),
+];
+/// Languages with Chirp 3 HD voices.
 const GOOGLE_LANGUAGES: &[&str] = &["ja-JP", "en-US", "en-GB"];
-const GOOGLE_LETTER_FAMILIES: &[&str] = &["Standard", "Wavenet", "Neural2"];
 /// Chirp 3 HD voices are named, not lettered.
 const CHIRP3_HD: &[&str] = &[
     "Achernar",
@@ -93,19 +104,19 @@ pub fn is_known(voice: &str, extra: &[String]) -> bool {
     let Some(rest) = voice.strip_prefix("Google.") else {
         return false;
     };
-    GOOGLE_LANGUAGES.iter().any(|lang| {
-        let Some(rest) = rest.strip_prefix(lang).and_then(|r| r.strip_prefix('-')) else {
-            return false;
-        };
-        if let Some(name) = rest.strip_prefix("Chirp3-HD-") {
-            return CHIRP3_HD.contains(&name);
-        }
-        GOOGLE_LETTER_FAMILIES.iter().any(|family| {
-            rest.strip_prefix(family)
+    let chirp = GOOGLE_LANGUAGES.iter().any(|lang| {
+        rest.strip_prefix(lang)
+            .and_then(|r| r.strip_prefix("-Chirp3-HD-"))
+            .is_some_and(|name| CHIRP3_HD.contains(&name))
+    });
+    chirp
+        || GOOGLE_LETTERED.iter().any(|(lang, family, letters)| {
+            rest.strip_prefix(lang)
                 .and_then(|r| r.strip_prefix('-'))
-                .is_some_and(|letter| matches!(letter.as_bytes(), [b'A'..=b'J']))
+                .and_then(|r| r.strip_prefix(family))
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|l| l.len() == 1 && letters.contains(l))
         })
-    })
 }
 
 #[cfg(test)]
@@ -133,6 +144,8 @@ mod tests {
             "polly.Mizuki",
             "Polly.Kazuha",
             "Google.ja-JP-Standard-Z",
+            "Google.ja-JP-Standard-E",
+            "Google.ja-JP-Standard-",
             "Google.ja-JP-Chirp3-HD-Nobody",
             "Google.ja-JP",
             "Mizuki",

@@ -474,3 +474,20 @@ async fn a_flow_parameter_ssm_cannot_read_at_start_up_answers_503_not_a_crash() 
     let response = handle(webhook("/voice", &[]), &app).await;
     assert_eq!(response.status_code, 503);
 }
+
+#[test]
+fn the_readme_example_is_the_dev_flow_and_it_parses() {
+    let root = testing::repo_root();
+    let dev = std::fs::read_to_string(root.join(".ci/dev/call-flow.json")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let chapter = &readme[readme.find("### The call flow").expect("the chapter")..];
+    let start = chapter.find("```json\n").expect("an example") + "```json\n".len();
+    let example = &chapter[start..start + chapter[start..].find("```").unwrap()];
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    assert_eq!(
+        parse(example),
+        parse(&dev),
+        "README example and .ci/dev/call-flow.json differ"
+    );
+    incoming_call::flow::CallFlow::from_json(&dev).expect("the dev flow is valid");
+}
