@@ -90,6 +90,15 @@ async fn warm<S: CredentialSpec>(
 impl App {
     /// Loads the call flow and the auth token(s) during INIT, so the first call pays for neither.
     pub async fn init(config: Config, ssm: aws_sdk_ssm::Client) -> Result<Self, InitError> {
+        Self::init_with_clock(config, ssm, schedule::system_clock()).await
+    }
+
+    /// [`App::init`] with the clock the schedule reads (tests choose the instant).
+    pub async fn init_with_clock(
+        config: Config,
+        ssm: aws_sdk_ssm::Client,
+        clock: schedule::Clock,
+    ) -> Result<Self, InitError> {
         let flows = match &config.flow {
             FlowSource::BuiltIn => FlowStore::Fixed(Arc::new(CallFlow::default())),
             FlowSource::Inline(json) => FlowStore::Fixed(Arc::new(CallFlow::from_json(json)?)),
@@ -107,7 +116,6 @@ impl App {
         };
         let tokens = CredentialStore::new(ssm, config.tokens, credentials::DEFAULT_TTL);
         warm(&tokens, "auth token").await?;
-        let clock = schedule::system_clock();
         if flow.is_some_and(|f| f.has_schedule())
             && schedule::year_in_japan(clock()) > holidays::LAST_YEAR
         {

@@ -64,11 +64,13 @@ async fn office(now: i64) -> App {
         ("CALL_FLOW", OFFICE),
     ]))
     .unwrap();
-    let mut app = App::init(config, testing::ssm_with(&[("/token", TOKEN)]))
-        .await
-        .unwrap();
-    app.clock = Arc::new(move || now);
-    app
+    App::init_with_clock(
+        config,
+        testing::ssm_with(&[("/token", TOKEN)]),
+        Arc::new(move || now),
+    )
+    .await
+    .unwrap()
 }
 
 /// A webhook Twilio signed for `path_and_query`, with the call's parameters plus `extra`.
@@ -490,4 +492,24 @@ fn the_readme_example_is_the_dev_flow_and_it_parses() {
         "README example and .ci/dev/call-flow.json differ"
     );
     incoming_call::flow::CallFlow::from_json(&dev).expect("the dev flow is valid");
+}
+
+#[tokio::test]
+async fn start_up_warns_when_the_holiday_table_is_behind_the_year() {
+    let (capture, _guard) = testing::LogCapture::install(tracing::Level::INFO);
+    let last = incoming_call::holidays::LAST_YEAR;
+    let _ = office(jst(last, 12, 31, 23)).await;
+    assert!(
+        !capture.text().contains("holiday table"),
+        "{}",
+        capture.text()
+    );
+    let _ = office(jst(last + 1, 1, 1, 0)).await;
+    assert!(
+        capture
+            .text()
+            .contains("holiday table ends before this year"),
+        "{}",
+        capture.text()
+    );
 }
