@@ -329,5 +329,9 @@ async fn token_and_flow_read_from_moto_server() {
     let app = app_with(&[("CALL_FLOW_PARAMETER", "/twilio/call-flow")], ssm).await;
     let response = handle(event("incoming-call-menu.json"), &app).await;
     assert_eq!(response.status_code, 200, "{}", text(&response));
-    assert!(text(&response).contains("+81312345678</Dial>"));
+    assert!(
+        text(&response).contains("+81312345678</Number></Dial>"),
+        "{}",
+        text(&response)
+    );
 }
