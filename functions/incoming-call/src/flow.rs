@@ -983,3 +983,87 @@ fn check_url(path: &str, url: &str) -> Result<(), FlowError> {
         _ => Err(invalid(path, "must be an http(s) URL")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links() -> Links {
+        Links {
+            base: "https://example.lambda-url.ap-northeast-1.on.aws".into(),
+        }
+    }
+
+    #[test]
+    fn default_flow_greets_and_plays_like_the_demo() {
+        let flow = CallFlow::default();
+        let entry = flow.entry(&Call {
+            from: None,
+            to: None,
+            now: 0,
+        });
+        let xml = flow.answer(entry, None, &links()).to_xml();
+        assert!(
+            xml.contains(r#"<Say language="en-US">Thanks for calling."#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(&format!("<Play>{DEMO_AUDIO}</Play><Hangup/>")),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn malformed_flows_are_refused_with_the_reason() {
+        for (json, reason) in [
+            ("{", "not valid JSON"),
+            (r#"{"greting": "typo"}"#, "unknown field"),
+            (
+                r#"{"then": {"forward": {"number": "03-1234-5678"}}}"#,
+                "E.164",
+            ),
+            (r#"{"then": {"forward": {}}}"#, "needs number or numbers"),
+            (
+                r#"{"then": {"forward": {"number": "+81312345678", "numbers": ["+81312345679"]}}}"#,
+                "not both",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "options": {}}}}"#,
+                "is empty",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "options": {"12": {"message": "x"}}}}}"#,
+                "not one key",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "options": {"*": {"message": "x"}}}}}"#,
+                "repeats the menu",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "back": "9", "options": {"1": {"message": "x"}}}}}"#,
+                "nothing to go back to",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "retries": 6, "options": {"1": {"hangup": {}}}}}}"#,
+                "retries",
+            ),
+            (r#"{"play": "ftp://example.com/a.mp3"}"#, "http(s) URL"),
+            (r#"{"greeting": " "}"#, "empty"),
+            (r#"{"greeting": {"text": "x", "loop": 0}}"#, "greeting.loop"),
+            (
+                r#"{"then": {"forward": {"number": "+81312345678", "timeout": 0}}}"#,
+                "timeout",
+            ),
+            (r#"{"then": {"teleport": {}}}"#, "unknown variant"),
+            (r#"{"reject": ["0312345678"]}"#, "reject[0]"),
+            (
+                r#"{"then": {"hangup": {}}, "schedule": {"hours": {}, "open": {"hangup": {}}, "after_hours": {"hangup": {}}}}"#,
+                "not both",
+            ),
+            (r#"{"numbers": {"0312345678": {}}}"#, "numbers.0312345678"),
+        ] {
+            let err = CallFlow::from_json(json).unwrap_err().to_string();
+            assert!(err.contains(reason), "{json}: {err}");
+        }
+    }
+}
