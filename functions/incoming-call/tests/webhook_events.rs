@@ -335,3 +335,28 @@ async fn token_and_flow_read_from_moto_server() {
         text(&response)
     );
 }
+
+#[tokio::test]
+async fn the_sample_events_drive_the_dev_flow_through_screening() {
+    let dev = std::fs::read_to_string(testing::repo_root().join(".ci/dev/call-flow.json")).unwrap();
+    let app = app(&[("CALL_FLOW", dev.as_str())]).await;
+    // The second sales number's leg was answered by a carrier voicemail that never pressed 1.
+    let response = handle(event("incoming-call-dial-result.json"), &app).await;
+    let xml = text(&response);
+    assert_eq!(response.status_code, 200, "{xml}");
+    assert!(
+        xml.contains("この通話は品質向上のため録音させていただきます。</Say>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(r#"<Record action="{HOST}/voicemail?at=0o1""#)),
+        "{xml}"
+    );
+    // The callee pressed 1: connected.
+    let response = handle(event("incoming-call-screen-result.json"), &app).await;
+    assert!(
+        text(&response).ends_with("<Response/>"),
+        "{}",
+        text(&response)
+    );
+}
