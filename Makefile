@@ -137,13 +137,13 @@ dev: test-deps
 # Twilio's part for an incoming call: sign the webhook with the development token and send it.
 call:
 	@$(VENV)/bin/python .ci/twilio_webhook.py send --token $(DEV_AUTH_TOKEN) \
-		--url http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE) \
-		--signed-url https://127.0.0.1:$(LAMBDA_PORT)/$(ROUTE) \
+		--url 'http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE)' \
+		--signed-url 'https://127.0.0.1:$(LAMBDA_PORT)/$(ROUTE)' \
 		$(if $(DIGITS),--param Digits=$(DIGITS))
 
 call-unsigned:
 	@$(VENV)/bin/python .ci/twilio_webhook.py send --unsigned --token unused \
-		--url http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE) || true
+		--url 'http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE)' || true
 
 place-call:
 	@$(VENV)/bin/cargo-lambda lambda invoke outbound-call -A 127.0.0.1 -P $(LAMBDA_PORT) --data-file $(EVENT)

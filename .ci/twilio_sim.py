@@ -18,7 +18,7 @@ Commands
            With --sim http://127.0.0.1:PORT a running `serve` plays it instead (its log has it).
 
   twilio_sim.py serve --config sim.json [--port 0] [--log sim-log.json] [--callback-order reverse]
-  twilio_sim.py inbound --url http://127.0.0.1:9000/voice --from +819012345678 --to +81501234567 \\
+  twilio_sim.py inbound --url http://127.0.0.1:9000/voice --from +81312345678 --to +81501234567 \\
       --token 0123456789abcdef0123456789abcdef --keys 1,- [--config sim.json] [--log FILE]
 
   Under `make dev` (cargo lambda watch serves the function at /lambda-url/incoming-call/ and the
@@ -48,7 +48,7 @@ Config file (JSON; every key optional; command-line flags override it)
     "auth_token": "0123456789abcdef0123456789abcdef",      # Basic auth password, webhook key
     "api_keys": {"SK...": "secret"},                        # more Basic auth users for the account
     "webhook_token": "...",           # sign webhooks with this instead of auth_token (rotation tests)
-    "numbers": {"+819012345678": SCRIPT, ...},              # callees (and inbound callers)
+    "numbers": {"+81312345678": SCRIPT, ...},              # callees (and inbound callers)
     "default_script": SCRIPT,         # numbers not listed (default {"answer": "human"})
     "callback_order": "in-order" | "reverse" | "shuffle",  # status callbacks of each call; out
                                       # of order, they are held until the call ends, then sent
@@ -688,7 +688,7 @@ class ApiHandler(BaseHTTPRequestHandler):
                 keys = req.get("keys")
                 if isinstance(keys, str):
                     keys = parse_keys(keys)
-                call = sim.start_inbound(req["url"], req.get("from", "+819012345678"), req.get("to", "+81501234567"),
+                call = sim.start_inbound(req["url"], req.get("from", "+81312345678"), req.get("to", "+81501234567"),
                                          keys=keys, method=req.get("method", "POST"),
                                          status_callback=req.get("status_callback"), script=req.get("script"))
             except (ValueError, KeyError) as e:
@@ -1332,7 +1332,7 @@ def main(argv=None):
     serve.add_argument("--host", default="127.0.0.1")
     inbound = sub.add_parser("inbound", parents=[common], help="one incoming call to a voice URL")
     inbound.add_argument("--url", required=True, help="the number's voice URL (signed as given)")
-    inbound.add_argument("--from", dest="from_", default="+819012345678")
+    inbound.add_argument("--from", dest="from_", default="+81312345678")
     inbound.add_argument("--to", default="+81501234567")
     inbound.add_argument("--keys", help="the caller's keys at each Gather: 1,*,- (- = no input)")
     inbound.add_argument("--method", default="POST")

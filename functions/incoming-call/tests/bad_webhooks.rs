@@ -166,13 +166,25 @@ async fn every_bad_webhook_gets_its_status_and_no_twiml() {
         ),
         (
             "signed for another host (X-Forwarded-Host is not trusted)",
+            // Host stays genuine; the signature is right for the forwarded host, so this
+            // passes only if X-Forwarded-Host were believed.
             with(|e| {
+                let form =
+                    String::from_utf8(BASE64.decode(e.body.as_deref().unwrap()).unwrap()).unwrap();
+                let params: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+                    form_urlencoded::parse(form.as_bytes()).collect();
+                let sig = signature::sign(
+                    "https://attacker.example/voice",
+                    &params,
+                    &AuthToken::new(TOKEN),
+                );
+                e.headers
+                    .insert("x-twilio-signature", HeaderValue::from_str(&sig).unwrap());
                 e.headers.insert(
                     "x-forwarded-host",
                     HeaderValue::from_static("attacker.example"),
                 );
-                e.headers
-                    .insert("host", HeaderValue::from_static("attacker.example"));
+                assert_eq!(e.headers["host"], HOST);
             }),
             403,
         ),

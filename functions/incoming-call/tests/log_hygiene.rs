@@ -56,6 +56,8 @@ async fn no_token_or_phone_number_reaches_the_logs() {
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call-menu.json"),
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call-status.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call-dial-result.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call-screen-result.json"),
         garbage,
         forged.clone(),
         forged,
@@ -73,9 +75,13 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     .await;
     assert_eq!(response.status_code, 503);
 
-    let lines = capture.assert_clean(&[TOKEN, "312345678", "501234567"]);
+    let lines = capture.assert_clean(&[TOKEN, "9012345678", "501234567", "312345678", "312340000"]);
     let text = capture.text();
-    assert!(lines >= 6, "the scenarios logged ({lines} lines): {text}");
+    assert!(
+        text.contains("forwarded call ended") && text.contains("screening answered"),
+        "{text}"
+    );
+    assert!(lines >= 8, "the scenarios logged ({lines} lines): {text}");
     assert!(
         text.contains("call_sid=\"CA00000000000000000000000000000001\""),
         "{text}"
