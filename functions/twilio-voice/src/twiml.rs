@@ -11,6 +11,8 @@
 //! assert!(xml.contains(r#"<Say language="ja-JP" voice="Polly.Mizuki">お電話ありがとうございます。</Say>"#));
 //! ```
 
+pub mod inspect;
+
 use std::fmt;
 
 use serde::Deserialize;
