@@ -21,11 +21,19 @@ pub const RECORD_MAX_LENGTH_SECONDS: RangeInclusive<u32> = 1..=600;
 /// E.164: a country code and subscriber number of at most 15 digits in all.
 pub const E164_DIGITS: RangeInclusive<usize> = 2..=15;
 
-/// The one rule for a URL we hand to Twilio (TwiML, callbacks): `https://` with a host, and no
+/// The one rule for a URL we hand to Twilio (TwiML, callbacks): `https://` and a host, and no
 /// whitespace or control character anywhere. The URL goes to Twilio as written, so the parser's
-/// leniency (trimmed spaces, dropped tabs) must not let through what Twilio would read otherwise.
+/// leniency (trimmed spaces, dropped tabs, `https:///host`) must not let through what Twilio
+/// would read otherwise.
 pub fn is_https_url(url: &str) -> bool {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let authority = url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        && !url[8..].starts_with(['/', '\\']);
+    if !authority {
         return false;
     }
     matches!(url::Url::parse(url), Ok(u) if u.scheme() == "https" && u.host().is_some())
@@ -47,6 +55,8 @@ mod tests {
             "https://example.com/\t",
             "https://exa mple.com",
             "https:///path",
+            "https:\\\\example.com",
+            r"https://\example.com",
             "/relative",
             "",
         ] {
