@@ -212,3 +212,32 @@ fn respond(status: i64, body: Value) -> ApiGatewayV2httpResponse {
     response.body = Some(Body::Text(body.to_string()));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README's error table is the contract callers read: it lists every class of the one table
+    /// (`ErrorClass::describe`) with the same type and status, and nothing else.
+    #[test]
+    fn readme_error_table_matches_the_classes() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<(String, u16)> = readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let kind = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let known = ["NonRetryable.", "Retryable.", "OutcomeUnknown."];
+                if !known.iter().any(|p| kind.starts_with(p)) {
+                    return None;
+                }
+                Some((kind.to_owned(), cells.get(2)?.parse().ok()?))
+            })
+            .collect();
+        let classes: Vec<(String, u16)> = ErrorClass::ALL
+            .iter()
+            .map(|c| (c.error_type().to_owned(), c.http_status()))
+            .collect();
+        assert_eq!(rows, classes);
+    }
+}
