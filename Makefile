@@ -70,7 +70,7 @@ unit:
 # Fuzzing with cargo-fuzz on the machine's stable toolchain (RUSTC_BOOTSTRAP=1 unlocks the
 # flags libFuzzer needs). No sanitizer: the code is safe Rust, so what is hunted is panics.
 CARGO_FUZZ := .tools/bin/cargo-fuzz
-FUZZ_TARGETS := webhook twiml outbound_event
+FUZZ_TARGETS := webhook twiml twiml_inspect outbound_event
 FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
 

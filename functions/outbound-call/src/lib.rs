@@ -41,7 +41,7 @@ impl App {
             calls,
             credentials,
             from: config.from,
-            allowed_destinations: config.allowed_destinations,
+            policy: config.policy,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod calls;
 pub mod credentials;
+pub mod limits;
 pub mod logging;
 pub mod phone;
 pub mod settings;

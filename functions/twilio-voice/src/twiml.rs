@@ -16,6 +16,8 @@
 //! speech input and hints, `Dial` record, `Record` callbacks) kept deliberately: they are the
 //! next things a flow asks for, each is rendered by `renders_every_verb_with_attributes`.
 
+pub mod inspect;
+
 use std::fmt;
 
 use serde::Deserialize;
