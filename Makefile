@@ -14,7 +14,7 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sam-build wire-number dev call call-unsigned place-call enqueue enqueue-check
+.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sim-check sam-build wire-number dev call call-unsigned place-call enqueue enqueue-check
 
 # The inner loop: no stand-ins, no installs (tests that need moto, Prism or the venv are
 # #[ignore]d with the reason). Under two minutes on a warm target/.
@@ -29,7 +29,7 @@ test: test-deps
 	@log=$$(mktemp "$${TMPDIR:-/tmp}/sam-build.XXXXXX"); \
 	setsid bash -c '$(MAKE) --no-print-directory sam-build; echo $$? >"$$0.rc"' "$$log" >"$$log" 2>&1 & sam=$$!; \
 	trap 'kill -- -$$sam 2>/dev/null' INT TERM; \
-	$(MAKE) --no-print-directory lint unit dev-stack template wire-number-check enqueue-check fuzz-smoke; rc=$$?; \
+	$(MAKE) --no-print-directory lint unit dev-stack template wire-number-check sim-check enqueue-check fuzz-smoke; rc=$$?; \
 	echo "== waiting for sam-build"; wait $$sam; \
 	cat "$$log"; sam_rc=$$(cat "$$log.rc" 2>/dev/null || echo 1); rm -f "$$log" "$$log.rc"; \
 	echo "sam-build exit $$sam_rc, other checks exit $$rc"; \
@@ -70,7 +70,7 @@ unit:
 # Fuzzing with cargo-fuzz on the machine's stable toolchain (RUSTC_BOOTSTRAP=1 unlocks the
 # flags libFuzzer needs). No sanitizer: the code is safe Rust, so what is hunted is panics.
 CARGO_FUZZ := .tools/bin/cargo-fuzz
-FUZZ_TARGETS := webhook twiml outbound_event
+FUZZ_TARGETS := webhook twiml twiml_inspect outbound_event
 FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
 
@@ -116,6 +116,10 @@ template:
 wire-number-check:
 	.ci/test_wire_number.sh
 
+# The Twilio voice simulator (.ci/twilio_sim.py), against an app that checks every signature.
+sim-check:
+	$(VENV)/bin/python .ci/test_twilio_sim.py
+
 # sam build as a user runs it (cargo-lambda + zig from the venv, no Docker): two arm64 bootstraps.
 sam-build:
 	rustup target add aarch64-unknown-linux-gnu
@@ -133,13 +137,13 @@ dev: test-deps
 # Twilio's part for an incoming call: sign the webhook with the development token and send it.
 call:
 	@$(VENV)/bin/python .ci/twilio_webhook.py send --token $(DEV_AUTH_TOKEN) \
-		--url http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE) \
-		--signed-url https://127.0.0.1:$(LAMBDA_PORT)/$(ROUTE) \
+		--url 'http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE)' \
+		--signed-url 'https://127.0.0.1:$(LAMBDA_PORT)/$(ROUTE)' \
 		$(if $(DIGITS),--param Digits=$(DIGITS))
 
 call-unsigned:
 	@$(VENV)/bin/python .ci/twilio_webhook.py send --unsigned --token unused \
-		--url http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE) || true
+		--url 'http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE)' || true
 
 place-call:
 	@$(VENV)/bin/cargo-lambda lambda invoke outbound-call -A 127.0.0.1 -P $(LAMBDA_PORT) --data-file $(EVENT)

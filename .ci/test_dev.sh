@@ -25,7 +25,15 @@ check "make dev becomes ready" grep -q "^Running" "$out" || { cat "$out"; }
 call() { make --no-print-directory "$@" LAMBDA_PORT="$LAMBDA_PORT" 2>&1; }
 r=$(call call);                     check "signed call: 200 + TwiML" grep -q '^HTTP 200 text/xml' <<<"$r"
 check "signed call: Japanese greeting" grep -q '<Say language="ja-JP" voice="Polly.Mizuki">お電話ありがとうございます' <<<"$r"
-r=$(call call ROUTE=menu DIGITS=1);  check "menu choice 1 forwards" grep -q '<Dial timeout="20"' <<<"$r"
+# The menu of the open branch (the branch is part of the signed link, whatever the time now).
+r=$(call call ROUTE='menu?at=0o&tries=0' DIGITS=1)
+check "menu choice 1 forwards, screened" grep -q '<Dial answerOnBridge="true" timeout="20".*<Number url="https://127.0.0.1:[0-9]*/screen?at=0o1' <<<"$r"
+r=$(call call ROUTE='menu?at=0o&tries=0' DIGITS=2)
+check "menu choice 2 opens the second level" grep -q 'menu?at=0o2&amp;tries=0' <<<"$r"
+r=$(call call ROUTE='screen-result' DIGITS=1)
+check "the callee presses 1: connected" grep -q '<Response/>' <<<"$r"
+r=$(call call ROUTE='menu?tries=0' DIGITS=1)
+check "a link we never built: 400" grep -q '^HTTP 400' <<<"$r"
 r=$(call call-unsigned);            check "unsigned call: 403" grep -q '^HTTP 403' <<<"$r"
 r=$(.venv/bin/python .ci/twilio_webhook.py send --token 0123456789abcdef0123456789abcdef \
       --url "http://127.0.0.1:$LAMBDA_PORT/lambda-url/incoming-call/voice" \

@@ -32,6 +32,21 @@ ALL_OPTIONS = {
     "CallFlowParameterName": "/twilio/call-flow",
     "ScheduleExpression": "cron(0 9 ? * MON-FRI *)",
     "NotificationEmail": "oncall@example.com",
+    # A new account (concurrency quota 10) cannot reserve any: empty means no reservation.
+    "IncomingCallReservedConcurrency": "",
+    "OutboundCallReservedConcurrency": "",
+}
+PHYSICAL_NAME = {
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::Scheduler::Schedule": "Name",
+    "AWS::ApiGatewayV2::Api": "Name",
+}
+RESERVED = {
+    "IncomingCallFunction": "IncomingCallReservedConcurrency",
+    "OutboundCallFunction": "OutboundCallReservedConcurrency",
 }
 
 
@@ -259,12 +274,29 @@ def main(path):
         schedules = of_type(res, "AWS::Scheduler::Schedule")
         check("one schedule", len(schedules) == 1)
         for sched in schedules.values():
+            check("the schedule has no fixed name (a second stack must not collide)",
+                  "Name" not in sched["Properties"], sched["Properties"].get("Name"))
             want = "ENABLED" if overrides.get("ScheduleExpression") else "DISABLED"
             check(f"schedule {want.lower()}", sched["Properties"].get("State") == want, sched["Properties"].get("State"))
             check("schedule has a dead-letter queue", "DeadLetterConfig" in sched["Properties"]["Target"])
 
+        # A physical name is either left to CloudFormation or carries the stack's name, so a
+        # second stack in the same account and region deploys beside this one.
+        for name, resource in res.items():
+            key = PHYSICAL_NAME.get(resource["Type"])
+            value = resource.get("Properties", {}).get(key) if key else None
+            if value is not None:
+                check(f"{name} {key} is unique per stack", isinstance(value, str) and PSEUDO["AWS::StackName"] in value, value)
+
         for name, fn in of_type(res, "AWS::Lambda::Function").items():
             p = fn["Properties"]
+            reserved = params[RESERVED[name]]
+            if reserved:
+                check(f"{name} reserves {reserved} concurrent executions",
+                      str(p.get("ReservedConcurrentExecutions")) == reserved, p.get("ReservedConcurrentExecutions"))
+            else:
+                check(f"{name} reserves nothing when the parameter is empty (never 0)",
+                      "ReservedConcurrentExecutions" not in p, p.get("ReservedConcurrentExecutions"))
             check(f"{name} timeout fits its caller", p["Timeout"] <= (14 if "Incoming" in name else 29), p["Timeout"])
             env = p.get("Environment", {}).get("Variables", {})
             names = {k: v for k, v in env.items() if k.endswith("_PARAMETER")}

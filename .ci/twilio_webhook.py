@@ -24,9 +24,9 @@ DEFAULT_PARAMS = {
     "CallSid": "CA00000000000000000000000000000001",
     "CallStatus": "ringing",
     "Direction": "inbound",
-    "From": "+819012345678",
+    "From": "+81312345678",
     "To": "+81501234567",
-    "Caller": "+819012345678",
+    "Caller": "+81312345678",
     "Called": "+81501234567",
 }
 

@@ -70,6 +70,7 @@ export TWILIO_AUTH_TOKEN_PARAMETER=$PREFIX/auth-token
 export CALL_FLOW_PARAMETER=$PREFIX/call-flow
 export TWILIO_FROM_NUMBER=+15005550006
 export ALLOWED_DESTINATION_PREFIXES=+81,+1
+export ALLOWED_TWIML_URL_PREFIXES=https://demo.twilio.com/
 export TWILIO_API_BASE_URL="http://127.0.0.1:$TWILIO_PORT"
 export RUST_LOG=${RUST_LOG:-info}
 start watch "$ROOT/.venv/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT"

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use criterion::{Criterion, criterion_group, criterion_main};
 use incoming_call::config::Config;
-use incoming_call::flow::Links;
+use incoming_call::flow::{Call, Links};
 use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use twilio_voice::credentials::AuthToken;
@@ -84,13 +84,32 @@ fn webhook(c: &mut Criterion) {
     let links = Links {
         base: URL.trim_end_matches("/voice").to_owned(),
     };
-    // As the handler does it: the answer is rendered once per base URL, then reused.
+    let flow = rt.block_on(app.flows.get()).expect("a flow");
+    // As the handler does it: the routing is decided (number, schedule branch, clock read
+    // once), then the answer is rendered once per base URL and branch, then reused.
     c.bench_function("twiml_render", |b| {
-        b.iter(|| app.answers.answer(black_box(&app.flow), black_box(&links)))
+        b.iter(|| {
+            let entry = flow.entry(&Call {
+                from: Some("+81312345678"),
+                to: Some("+81501234567"),
+                now: (app.clock)(),
+            });
+            app.answers
+                .answer(black_box(&flow), entry, black_box(&links))
+        })
     });
     // Building and rendering the answer from the flow, as the first call does.
+    let entry = flow.entry(&Call {
+        from: None,
+        to: None,
+        now: 0,
+    });
     c.bench_function("twiml_render_uncached", |b| {
-        b.iter(|| black_box(&app.flow).answer(black_box(&links)).to_xml())
+        b.iter(|| {
+            black_box(&flow)
+                .answer(entry, None, black_box(&links))
+                .to_xml()
+        })
     });
 }
 

@@ -5,7 +5,9 @@
 
 use libfuzzer_sys::{arbitrary, fuzz_target};
 use quick_xml::events::Event;
-use twilio_voice::twiml::{Dial, Gather, Pause, Play, Record, Redirect, Say, VoiceResponse};
+use twilio_voice::twiml::{
+    Dial, Gather, Method, Number, Pause, Play, Record, Redirect, Say, VoiceResponse,
+};
 
 #[derive(Debug, arbitrary::Arbitrary)]
 enum Verb {
@@ -13,6 +15,8 @@ enum Verb {
         text: String,
         language: String,
         voice: String,
+        /// Read as a telephone number (`<say-as>`), then more text.
+        telephone: Option<(String, String)>,
     },
     Play(String),
     Pause(u32),
@@ -23,6 +27,8 @@ enum Verb {
     Dial {
         number: String,
         caller_id: String,
+        /// A screening URL: the number becomes a `<Number>` noun.
+        url: Option<String>,
     },
     Record(String),
     Redirect(String),
@@ -30,7 +36,8 @@ enum Verb {
 }
 
 const NAMES: &[&str] = &[
-    "Response", "Say", "Play", "Pause", "Gather", "Dial", "Record", "Redirect", "Hangup",
+    "Response", "Say", "say-as", "Play", "Pause", "Gather", "Dial", "Number", "Record",
+    "Redirect", "Hangup",
 ];
 
 fn xml_allowed(c: char) -> bool {
@@ -46,13 +53,18 @@ fuzz_target!(|verbs: Vec<Verb>| {
                 text,
                 language,
                 voice,
+                telephone,
             } => {
                 texts.push(text.clone());
-                r.say(
-                    Say::new(text.as_str())
-                        .language(language.as_str())
-                        .voice(voice.as_str()),
-                )
+                let mut say = Say::new(text.as_str())
+                    .language(language.as_str())
+                    .voice(voice.as_str());
+                if let Some((digits, more)) = telephone {
+                    texts.push(digits.clone());
+                    texts.push(more.clone());
+                    say = say.telephone(digits.as_str()).text(more.as_str());
+                }
+                r.say(say)
             }
             Verb::Play(url) => {
                 texts.push(url.clone());
@@ -67,9 +79,21 @@ fuzz_target!(|verbs: Vec<Verb>| {
                         .say(Say::new(prompt.as_str())),
                 )
             }
-            Verb::Dial { number, caller_id } => {
+            Verb::Dial {
+                number,
+                caller_id,
+                url,
+            } => {
                 texts.push(number.clone());
-                r.dial(Dial::number(number.as_str()).caller_id(caller_id.as_str()))
+                let mut noun = Number::new(number.as_str());
+                if let Some(url) = url {
+                    noun = noun.url(url.as_str()).method(Method::Post);
+                }
+                r.dial(
+                    Dial::number(noun)
+                        .caller_id(caller_id.as_str())
+                        .answer_on_bridge(true),
+                )
             }
             Verb::Record(action) => r.record(Record::new().action(action.as_str())),
             Verb::Redirect(url) => {
@@ -140,13 +164,17 @@ fuzz_target!(|verbs: Vec<Verb>| {
         joining = was_text;
     }
     assert_eq!((roots, depth), (1, 0), "one <Response> root: {xml:?}");
-    // One element per verb (a Gather also holds its Say), plus the root.
-    let expected = 1
-        + verbs.len()
-        + verbs
-            .iter()
-            .filter(|v| matches!(v, Verb::Gather { .. }))
-            .count();
+    // One element per verb, plus the root, a Gather's Say, a Say's say-as and a screened
+    // Dial's Number.
+    let nested = |v: &Verb| match v {
+        Verb::Gather { .. } => 1,
+        Verb::Say {
+            telephone: Some(_), ..
+        } => 1,
+        Verb::Dial { url: Some(_), .. } => 1,
+        _ => 0,
+    };
+    let expected = 1 + verbs.len() + verbs.iter().map(nested).sum::<usize>();
     assert_eq!(elements, expected, "no injected element: {xml:?}");
     let all_text: String = seen_texts.concat();
     let want: String = texts

@@ -65,7 +65,12 @@ fuzz_target!(|input: Input<'_>| {
                 return;
             };
             if sign_it {
-                // Sign what the handler will see, so the accepting path is explored too.
+                // Sign what the handler will see, so the accepting path is explored too. A
+                // signature-shaped placeholder first: read refuses a request without one.
+                event.headers.insert(
+                    "x-twilio-signature",
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".parse().unwrap(),
+                );
                 if let Ok(w) = Webhook::read(&event, None) {
                     let params: Vec<(Cow<'_, str>, Cow<'_, str>)> = if get || json {
                         vec![]
@@ -85,14 +90,59 @@ fuzz_target!(|input: Input<'_>| {
         return;
     };
     if webhook.verify([&token]).is_ok() {
-        // Accepted: the header must be exactly a signature of this URL (or its port variant).
+        // Accepted: the header must be exactly a signature of this URL, or of its port
+        // variants (without the port, with the default port), recomputed here.
         let header = event
             .headers
             .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok());
-        assert!(header.is_some(), "accepted without a signature");
+            .and_then(|v| v.to_str().ok())
+            .expect("accepted without a signature");
+        let params: Vec<(Cow<'_, str>, Cow<'_, str>)> = if event.request_context.http.method
+            == lambda_http::http::Method::GET
+            || header_is_json(&event)
+        {
+            vec![]
+        } else {
+            form_urlencoded_pairs(&event)
+        };
+        let expected: Vec<String> = url_variants(webhook.url())
+            .iter()
+            .map(|url| signature::sign(url, &params, &token))
+            .collect();
+        assert!(
+            expected.iter().any(|s| s == header),
+            "accepted a header that is no signature of {:?}",
+            webhook.url()
+        );
     }
 });
+
+fn header_is_json(event: &ApiGatewayV2httpRequest) -> bool {
+    event
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+/// The URL as given, without its port, and with the scheme's default port: the forms Twilio's
+/// own validators accept.
+fn url_variants(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_owned()];
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return out;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let default = if scheme == "https" { "443" } else { "80" };
+    out.push(format!("{scheme}://{host}{tail}"));
+    out.push(format!("{scheme}://{host}:{default}{tail}"));
+    out
+}
 
 fn form_urlencoded_pairs(
     event: &ApiGatewayV2httpRequest,

@@ -2,19 +2,81 @@
 //! goes; the handler asks it for the TwiML of each step. See the README for the format.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use twilio_voice::phone::PhoneNumber;
 use twilio_voice::twiml::{
-    Dial, Gather, GatherInput, Play, Record, Redirect, Say, Speech, VoiceResponse,
+    Dial, Gather, GatherInput, Method, Number, Play, Record, Redirect, Reject, Say, Speech,
+    VoiceResponse,
 };
+
+use crate::route::{Branch, Caller, Key, MAX_KEYS, Route, StepPath};
+use crate::schedule::{DateRange, Hours};
+use crate::voices;
 
 /// Twilio's demo `voice.xml` plays this; the flow used when none is configured plays it too.
 pub const DEMO_AUDIO: &str = "https://demo.twilio.com/docs/classic.mp3";
 
+// Limits (seconds unless said otherwise). Twilio's own: `<Dial timeLimit>` at most 14400,
+// `<Dial timeout>` at most 600.
+/// Default and range of the seconds a menu waits for a key.
+pub const MENU_TIMEOUT: u32 = 5;
+pub const MENU_TIMEOUT_MAX: u32 = 60;
+/// Default and most re-prompts after an invalid key or no key, before the goodbye.
+pub const MENU_RETRIES: u8 = 2;
+pub const MENU_RETRIES_MAX: u8 = 5;
+/// Default and range of the ring time of a forward.
+pub const RING_TIMEOUT: u32 = 20;
+pub const RING_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 5..=600;
+/// Default and most seconds a forwarded call may last (`<Dial timeLimit>`), a cost cap.
+pub const FORWARD_TIME_LIMIT: u32 = 3600;
+pub const FORWARD_TIME_LIMIT_MAX: u32 = 14_400;
+/// Most numbers a forward rings in turn.
+pub const HUNT_MAX: usize = 5;
+/// Seconds the screened callee has to press 1.
+pub const SCREEN_TIMEOUT: u32 = 8;
+/// Default and most seconds of a voicemail.
+pub const VOICEMAIL_MAX_LENGTH: u32 = 120;
+pub const VOICEMAIL_MAX_LENGTH_MAX: u32 = 600;
+
+/// Each parsed flow gets its own id, so answers cached for an older flow are never served.
+static NEXT_FLOW_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The whole document: a default flow, optionally one per called number (`To`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CallFlow {
+struct Document {
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    voice: Option<String>,
+    #[serde(default)]
+    greeting: Option<Speech>,
+    #[serde(default)]
+    play: Option<String>,
+    #[serde(default)]
+    recording_notice: Option<Speech>,
+    #[serde(default)]
+    reject: Vec<String>,
+    #[serde(default)]
+    anonymous: Option<Step>,
+    #[serde(default)]
+    then: Option<Step>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    /// Flows for other Twilio numbers sharing this function, by `To`.
+    #[serde(default)]
+    numbers: BTreeMap<String, Flow>,
+    /// Voices to accept beyond Twilio's published list (a voice newer than this code).
+    #[serde(default)]
+    extra_voices: Vec<String>,
+}
+
+/// What one number answers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
     /// Default language of every spoken text (e.g. `ja-JP`).
     #[serde(default)]
     pub language: Option<String>,
@@ -26,9 +88,50 @@ pub struct CallFlow {
     /// Audio played after the greeting.
     #[serde(default)]
     pub play: Option<String>,
-    /// What happens next; without it the call ends after the greeting and audio.
+    /// Said before any recording starts.
+    #[serde(default)]
+    pub recording_notice: Option<Speech>,
+    /// Callers refused with `<Reject>` (not answered, not billed): E.164 numbers or prefixes.
+    #[serde(default)]
+    pub reject: Vec<String>,
+    /// Where callers who withhold their number go (default: like everyone else).
+    #[serde(default)]
+    pub anonymous: Option<Step>,
+    /// What happens next; without it (and without `schedule`) the call ends.
     #[serde(default)]
     pub then: Option<Step>,
+    /// Business hours routing, instead of `then`.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+}
+
+/// Business hours routing: each of open / after hours / holiday goes to its own step.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Open hours per weekday, Japan time: `"mon": "09:00-12:00,13:00-18:00"`.
+    pub hours: Hours,
+    /// Days closed whatever the hours say: `"2026-08-13"`, `"2026-12-29..2027-01-03"`.
+    #[serde(default)]
+    pub closed: Vec<DateRange>,
+    /// Closed on Japan's national holidays (the embedded table); default true.
+    #[serde(default = "yes")]
+    pub japanese_holidays: bool,
+    pub open: Step,
+    pub after_hours: Step,
+    /// On a national holiday or a `closed` date; default `after_hours`.
+    #[serde(default)]
+    pub holiday: Option<Step>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Schedule {
+    fn branch_at(&self, unix: i64) -> Branch {
+        crate::schedule::branch_at(&self.hours, &self.closed, self.japanese_holidays, unix)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -39,46 +142,64 @@ pub enum Step {
     Voicemail(Voicemail),
     Message(Speech),
     Hangup {},
-}
-
-/// A menu choice.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Choice {
-    Forward(Forward),
-    Voicemail(Voicemail),
-    Message(Speech),
+    /// `<Reject>`: only where a call starts (`then`, a schedule branch, `anonymous`).
+    Reject {},
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Menu {
     pub prompt: Speech,
-    /// Key pressed (`0`-`9`, `*`, `#`) → what happens.
-    pub options: BTreeMap<String, Choice>,
-    /// Seconds to wait for a key.
+    /// Key pressed (`0`-`9`, `#`; `*` repeats the menu) → what happens.
+    pub options: BTreeMap<String, Step>,
     #[serde(default = "default_menu_timeout")]
     pub timeout: u32,
     /// Said before the menu is offered again after a key with no option.
     #[serde(default)]
     pub invalid: Option<Speech>,
-    /// Said before hanging up when no key was pressed.
+    /// Said when no key was pressed, before the menu is offered again.
     #[serde(default)]
     pub no_input: Option<Speech>,
+    /// Re-prompts after an invalid key or none, then a goodbye.
+    #[serde(default = "default_retries")]
+    pub retries: u8,
+    /// A key that goes back to the menu above.
+    #[serde(default)]
+    pub back: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
-    pub number: PhoneNumber,
-    /// Seconds to ring before the fallback.
+    /// One number, or `numbers` rung in turn (a hunt).
+    #[serde(default)]
+    pub number: Option<PhoneNumber>,
+    #[serde(default)]
+    pub numbers: Vec<PhoneNumber>,
+    /// Seconds to ring each number.
     #[serde(default = "default_ring_timeout")]
     pub timeout: u32,
     #[serde(default)]
     pub caller_id: Option<PhoneNumber>,
-    /// Voicemail when nobody answers (busy, no answer, failed).
+    /// The callee hears who is calling and presses 1 to take the call (default on): a carrier
+    /// voicemail that picks up cannot press 1, so the caller reaches `fallback` instead.
+    #[serde(default = "yes")]
+    pub screen: bool,
+    /// Longest forwarded call, in seconds.
+    #[serde(default = "default_time_limit")]
+    pub time_limit: u32,
+    /// Voicemail when nobody takes the call.
     #[serde(default)]
     pub fallback: Option<Voicemail>,
+}
+
+impl Forward {
+    fn targets(&self) -> &[PhoneNumber] {
+        match &self.number {
+            Some(n) => std::slice::from_ref(n),
+            None => &self.numbers,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -97,21 +218,36 @@ pub struct Voicemail {
 }
 
 fn default_menu_timeout() -> u32 {
-    5
+    MENU_TIMEOUT
+}
+fn default_retries() -> u8 {
+    MENU_RETRIES
 }
 fn default_ring_timeout() -> u32 {
-    20
+    RING_TIMEOUT
+}
+fn default_time_limit() -> u32 {
+    FORWARD_TIME_LIMIT
 }
 fn default_max_length() -> u32 {
-    120
+    VOICEMAIL_MAX_LENGTH
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
+    /// Not JSON, or not the documented format; the message names the path.
     #[error("the call flow is not valid JSON for the documented format: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("the call flow is not valid: {0}")]
-    Invalid(String),
+    Json(String),
+    #[error("the call flow is not valid: {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// The flows of one document, checked. Index 0 is the default flow, then `numbers` in order.
+#[derive(Debug, Clone)]
+pub struct CallFlow {
+    id: u64,
+    flows: Vec<Flow>,
+    numbers: Vec<(String, u8)>,
 }
 
 /// Absolute URLs of this function's routes, built from the URL Twilio called.
@@ -121,241 +257,459 @@ pub struct Links {
 }
 
 impl Links {
-    pub fn answer(&self) -> String {
-        format!("{}/voice", self.base)
-    }
-    pub fn menu(&self) -> String {
-        format!("{}/menu", self.base)
-    }
-    pub fn dial_result(&self, choice: Option<&str>) -> String {
-        match choice {
-            Some(key) => format!("{}/dial-result?choice={}", self.base, percent(key)),
-            None => format!("{}/dial-result", self.base),
-        }
-    }
-    pub fn voicemail(&self, choice: Option<&str>) -> String {
-        match choice {
-            Some(key) => format!("{}/voicemail?choice={}", self.base, percent(key)),
-            None => format!("{}/voicemail", self.base),
-        }
+    pub fn to(&self, route: &Route) -> String {
+        route.url(&self.base)
     }
 }
 
-fn percent(key: &str) -> String {
-    form_urlencoded::byte_serialize(key.as_bytes()).collect()
+/// How a new call is routed: decided once, when it comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub flow: u8,
+    pub branch: Branch,
+}
+
+/// The caller, as a flow needs it.
+pub struct Call<'a> {
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    /// Unix seconds, read once per call.
+    pub now: i64,
 }
 
 impl Default for CallFlow {
     /// Like Twilio's demo `voice.xml`: a greeting, then music.
     fn default() -> Self {
-        Self {
+        Self::new(vec![Flow {
             language: Some("en-US".into()),
             voice: None,
             greeting: Some(Speech::Text(
                 "Thanks for calling. This number is answered by AWS Lambda, in Rust. Enjoy!".into(),
             )),
             play: Some(DEMO_AUDIO.into()),
+            recording_notice: None,
+            reject: Vec::new(),
+            anonymous: None,
             then: None,
-        }
+            schedule: None,
+        }])
     }
 }
 
 impl CallFlow {
-    /// Parses and checks a flow document; every problem is reported at start-up, not mid-call.
+    fn new(flows: Vec<Flow>) -> Self {
+        Self {
+            id: NEXT_FLOW_ID.fetch_add(1, Ordering::Relaxed),
+            flows,
+            numbers: Vec::new(),
+        }
+    }
+
+    /// Identifies this parsed document (answers rendered from it are cached under it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Parses and checks a flow document; every problem is reported at start-up, not mid-call,
+    /// with the path of the field at fault (`then.menu.options.1.forward.numbers[0]`).
     pub fn from_json(json: &str) -> Result<Self, FlowError> {
-        let flow: Self = serde_json::from_str(json)?;
-        flow.check()?;
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            FlowError::Json(if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            })
+        })?;
+        let main = Flow {
+            language: doc.language,
+            voice: doc.voice,
+            greeting: doc.greeting,
+            play: doc.play,
+            recording_notice: doc.recording_notice,
+            reject: doc.reject,
+            anonymous: doc.anonymous,
+            then: doc.then,
+            schedule: doc.schedule,
+        };
+        let mut checker = Checker {
+            extra_voices: &doc.extra_voices,
+        };
+        checker.flow("", &main)?;
+        let mut flows = Vec::new();
+        let mut numbers = Vec::new();
+        for (i, (number, mut flow)) in doc.numbers.into_iter().enumerate() {
+            let path = format!("numbers.{number}");
+            PhoneNumber::parse(&number).map_err(|e| invalid(&path, e))?;
+            if i + 1 >= usize::from(u8::MAX) {
+                return Err(invalid("numbers", "too many numbers"));
+            }
+            flow.language = flow.language.or_else(|| main.language.clone());
+            flow.voice = flow.voice.or_else(|| main.voice.clone());
+            flow.recording_notice = flow
+                .recording_notice
+                .or_else(|| main.recording_notice.clone());
+            checker.flow(&format!("{path}."), &flow)?;
+            // The document's reject list applies to every number.
+            flow.reject.extend(main.reject.iter().cloned());
+            numbers.push((number, (i + 1) as u8));
+            flows.push(flow);
+        }
+        flows.insert(0, main);
+        let mut flow = Self::new(flows);
+        flow.numbers = numbers;
         Ok(flow)
     }
 
-    fn check(&self) -> Result<(), FlowError> {
-        let bad = |m: String| Err(FlowError::Invalid(m));
-        if let Some(url) = &self.play {
-            check_url("play", url)?;
-        }
-        let speeches = self.speeches();
-        if let Some(empty) = speeches.iter().find(|s| s.text().trim().is_empty()) {
-            return bad(format!("a spoken text is empty ({empty:?})"));
-        }
-        match &self.then {
-            Some(Step::Menu(menu)) => {
-                if menu.options.is_empty() {
-                    return bad("menu.options is empty".into());
-                }
-                for key in menu.options.keys() {
-                    if !matches!(key.as_bytes(), [b'0'..=b'9' | b'*' | b'#']) {
-                        return bad(format!("menu option {key:?} is not one key of 0-9, * or #"));
-                    }
-                }
-                if !(1..=60).contains(&menu.timeout) {
-                    return bad("menu.timeout must be 1 to 60 seconds".into());
-                }
-                for choice in menu.options.values() {
-                    check_choice(choice)?;
-                }
-            }
-            Some(Step::Forward(f)) => check_forward(f)?,
-            Some(Step::Voicemail(v)) => check_voicemail(v)?,
-            Some(Step::Message(_) | Step::Hangup {}) | None => {}
-        }
-        Ok(())
+    /// The first year past the holiday table that any schedule would need (for a warning).
+    pub fn has_schedule(&self) -> bool {
+        self.flows.iter().any(|f| f.schedule.is_some())
     }
 
-    fn speeches(&self) -> Vec<&Speech> {
-        let mut all: Vec<&Speech> = self.greeting.iter().collect();
-        fn voicemail(v: &Voicemail) -> Vec<&Speech> {
-            v.prompt.iter().chain(v.goodbye.iter()).collect()
-        }
-        fn choice(c: &Choice) -> Vec<&Speech> {
-            match c {
-                Choice::Forward(f) => f.fallback.as_ref().map(voicemail).unwrap_or_default(),
-                Choice::Voicemail(v) => voicemail(v),
-                Choice::Message(s) => vec![s],
+    /// The flow for the number called, and the branch for this caller at this time.
+    pub fn entry(&self, call: &Call<'_>) -> Entry {
+        let flow = call
+            .to
+            .and_then(|to| self.numbers.iter().find(|(n, _)| n == to))
+            .map_or(0, |(_, i)| *i);
+        let f = &self.flows[usize::from(flow)];
+        let branch = if f.anonymous.is_some() && Caller::from_param(call.from) == Caller::Withheld {
+            Branch::Anonymous
+        } else if let Some(schedule) = &f.schedule {
+            match schedule.branch_at(call.now) {
+                Branch::Holiday if schedule.holiday.is_none() => Branch::AfterHours,
+                other => other,
             }
-        }
-        match &self.then {
-            Some(Step::Menu(m)) => {
-                all.push(&m.prompt);
-                all.extend(m.invalid.iter().chain(m.no_input.iter()));
-                for c in m.options.values() {
-                    all.extend(choice(c));
-                }
-            }
-            Some(Step::Forward(f)) => {
-                all.extend(f.fallback.as_ref().map(voicemail).unwrap_or_default())
-            }
-            Some(Step::Voicemail(v)) => all.extend(voicemail(v)),
-            Some(Step::Message(s)) => all.push(s),
-            Some(Step::Hangup {}) | None => {}
-        }
-        all
+        } else {
+            Branch::Main
+        };
+        Entry { flow, branch }
     }
 
-    /// The answer to a new call.
-    pub fn answer(&self, links: &Links) -> VoiceResponse {
+    /// True when this caller is on the flow's `reject` list.
+    pub fn rejects(&self, entry: Entry, from: Option<&str>) -> bool {
+        let from = from.unwrap_or("");
+        !from.is_empty()
+            && self.flows[usize::from(entry.flow)]
+                .reject
+                .iter()
+                .any(|prefix| from.starts_with(prefix.as_str()))
+    }
+
+    /// True when the answer for `entry` is the same for every caller (so it can be cached).
+    pub fn answer_is_shared(&self, entry: Entry) -> bool {
+        !matches!(self.root(entry), Some(Step::Forward(_)))
+    }
+
+    fn root(&self, entry: Entry) -> Option<&Step> {
+        let f = self.flows.get(usize::from(entry.flow))?;
+        match entry.branch {
+            Branch::Main => f.then.as_ref(),
+            Branch::Anonymous => f.anonymous.as_ref(),
+            Branch::Open => f.schedule.as_ref().map(|s| &s.open),
+            Branch::AfterHours => f.schedule.as_ref().map(|s| &s.after_hours),
+            Branch::Holiday => f.schedule.as_ref().and_then(|s| s.holiday.as_ref()),
+        }
+    }
+
+    /// The step at `at`, and the flow it belongs to.
+    fn step(&self, at: &StepPath) -> Option<(&Flow, &Step)> {
+        let flow = self.flows.get(usize::from(at.flow))?;
+        let mut step = self.root(Entry {
+            flow: at.flow,
+            branch: at.branch,
+        })?;
+        for key in at.keys() {
+            let Step::Menu(menu) = step else { return None };
+            step = menu.options.get(key.to_string().as_str())?;
+        }
+        Some((flow, step))
+    }
+
+    /// The answer to a new call. `<Reject>` comes alone: nothing may precede it.
+    pub fn answer(&self, entry: Entry, from: Option<&str>, links: &Links) -> VoiceResponse {
+        let f = &self.flows[usize::from(entry.flow)];
+        let root = self.root(entry);
+        if matches!(root, Some(Step::Reject {})) || self.rejects(entry, from) {
+            return VoiceResponse::new().reject(Reject::Rejected);
+        }
         let mut r = VoiceResponse::new();
-        if let Some(greeting) = &self.greeting {
-            r = r.say(self.say(greeting));
+        if let Some(greeting) = &f.greeting {
+            r = r.say(f.say(greeting));
         }
-        if let Some(url) = &self.play {
+        if let Some(url) = &f.play {
             r = r.play(Play::new(url));
         }
-        match &self.then {
-            Some(Step::Menu(menu)) => self.offer_menu(r, menu, links),
-            Some(Step::Forward(f)) => self.forward(r, f, None, links),
-            Some(Step::Voicemail(v)) => self.voicemail(r, v, None, links),
-            Some(Step::Message(s)) => r.say(self.say(s)).hangup(),
-            Some(Step::Hangup {}) | None => r.hangup(),
-        }
-    }
-
-    /// The answer to a menu choice (`Digits` from `<Gather>`).
-    pub fn choose(&self, digits: Option<&str>, links: &Links) -> VoiceResponse {
-        let r = VoiceResponse::new();
-        let Some(Step::Menu(menu)) = &self.then else {
-            // No menu (any more): start over rather than fail the call.
-            return r.redirect(Redirect::new(links.answer()));
-        };
-        let digits = digits.unwrap_or("").trim();
-        match menu.options.get(digits) {
-            Some(Choice::Forward(f)) => self.forward(r, f, Some(digits), links),
-            Some(Choice::Voicemail(v)) => self.voicemail(r, v, Some(digits), links),
-            Some(Choice::Message(s)) => r.say(self.say(s)).hangup(),
-            None => {
-                let invalid = menu.invalid.clone().unwrap_or_else(|| {
-                    Speech::Text(self.localized(
-                        "Sorry, that is not an option.",
-                        "申し訳ありません。その番号は選択できません。",
-                    ))
-                });
-                self.offer_menu(r.say(self.say(&invalid)), menu, links)
-            }
-        }
-    }
-
-    /// After a forwarded call: hang up if it was answered, else the fallback voicemail.
-    pub fn dial_result(
-        &self,
-        choice: Option<&str>,
-        dial_status: Option<&str>,
-        links: &Links,
-    ) -> VoiceResponse {
-        let r = VoiceResponse::new();
-        if matches!(dial_status, Some("completed" | "answered")) {
-            return r.hangup();
-        }
-        match self.forward_for(choice).and_then(|f| f.fallback.as_ref()) {
-            Some(v) => self.voicemail(r, v, choice, links),
+        let at = StepPath::root(entry.flow, entry.branch);
+        match root {
+            Some(step) => f.step(r, step, &at, Caller::from_param(from), links),
             None => r.hangup(),
         }
     }
 
-    /// After a voicemail was recorded.
-    pub fn voicemail_done(&self, choice: Option<&str>) -> VoiceResponse {
-        let goodbye = self
-            .voicemail_for(choice)
-            .and_then(|v| v.goodbye.clone())
-            .unwrap_or_else(|| {
-                Speech::Text(self.localized(
-                    "Thank you. Goodbye.",
-                    "ありがとうございました。失礼いたします。",
-                ))
+    /// The answer to a menu's `<Gather>`: `Digits`, or none when nothing was pressed.
+    pub fn menu(
+        &self,
+        at: &StepPath,
+        tries: u8,
+        digits: Option<&str>,
+        from: Option<&str>,
+        links: &Links,
+    ) -> VoiceResponse {
+        let r = VoiceResponse::new();
+        let Some((f, Step::Menu(menu))) = self.step(at) else {
+            return restart(links);
+        };
+        let pressed = digits.map(str::trim).filter(|d| !d.is_empty());
+        let Some(pressed) = pressed else {
+            let no_input = menu.no_input.clone().unwrap_or_else(|| {
+                f.phrase(
+                    "We did not receive a choice.",
+                    "選択が確認できませんでした。",
+                )
             });
-        VoiceResponse::new().say(self.say(&goodbye)).hangup()
-    }
-
-    fn forward_for(&self, choice: Option<&str>) -> Option<&Forward> {
-        match (&self.then, choice) {
-            (Some(Step::Forward(f)), None) => Some(f),
-            (Some(Step::Menu(m)), Some(key)) => match m.options.get(key) {
-                Some(Choice::Forward(f)) => Some(f),
-                _ => None,
-            },
-            _ => None,
+            return f.retry(r.say(f.say(&no_input)), menu, at, tries, links);
+        };
+        if pressed == "*" {
+            return f.offer_menu(r, menu, at, tries, links);
+        }
+        if menu.back.as_deref() == Some(pressed)
+            && let Some(parent) = at.parent()
+            && let Some((_, Step::Menu(above))) = self.step(&parent)
+        {
+            return f.offer_menu(r, above, &parent, 0, links);
+        }
+        match (
+            menu.options.get(pressed),
+            Key::parse(pressed).and_then(|k| at.child(k)),
+        ) {
+            (Some(step), Some(next)) => f.step(r, step, &next, Caller::from_param(from), links),
+            _ => {
+                let invalid = menu.invalid.clone().unwrap_or_else(|| {
+                    f.phrase(
+                        "Sorry, that is not an option.",
+                        "申し訳ありません。その番号は選択できません。",
+                    )
+                });
+                f.retry(r.say(f.say(&invalid)), menu, at, tries, links)
+            }
         }
     }
 
-    fn voicemail_for(&self, choice: Option<&str>) -> Option<&Voicemail> {
-        match (&self.then, choice) {
-            (Some(Step::Voicemail(v)), None) => Some(v),
-            (Some(Step::Forward(f)), None) => f.fallback.as_ref(),
-            (Some(Step::Menu(m)), Some(key)) => match m.options.get(key) {
-                Some(Choice::Voicemail(v)) => Some(v),
-                Some(Choice::Forward(f)) => f.fallback.as_ref(),
-                _ => None,
-            },
-            _ => None,
+    /// After the `hunt`-th number of a forward: done if someone took the call, else the next
+    /// number, else the fallback voicemail.
+    ///
+    /// Twilio documents `<Number url>` as TwiML "run on the called party's end, after they
+    /// answer, but before the parties are connected", which may "decline the phone call using
+    /// <Gather> and <Hangup>" (https://www.twilio.com/docs/voice/twiml/number, and the call
+    /// whisper glossary, https://www.twilio.com/docs/glossary/call-whisper). Which
+    /// `DialCallStatus` a declined whisper reports is not stated there, so a call only counts as
+    /// taken when the status says so and `DialBridged` does not say it was never connected: a
+    /// screened-out leg (a carrier voicemail cannot press 1) goes on to the next number or the
+    /// fallback, which fixes "completed means answered".
+    pub fn dial_result(
+        &self,
+        at: &StepPath,
+        hunt: u8,
+        status: Option<&str>,
+        bridged: Option<&str>,
+        from: Option<&str>,
+        links: &Links,
+    ) -> VoiceResponse {
+        let r = VoiceResponse::new();
+        let answered = matches!(status, Some("completed" | "answered")) && bridged != Some("false");
+        if answered {
+            return r.hangup();
+        }
+        let Some((f, Step::Forward(forward))) = self.step(at) else {
+            return restart(links);
+        };
+        let next = usize::from(hunt) + 1;
+        if next < forward.targets().len() {
+            return f.dial(r, forward, at, next as u8, Caller::from_param(from), links);
+        }
+        match &forward.fallback {
+            Some(v) => f.voicemail(r, v, at, links),
+            None => r
+                .say(f.say(&f.phrase(
+                    "Nobody is available to take your call. Goodbye.",
+                    "ただいま電話に出ることができません。失礼いたします。",
+                )))
+                .hangup(),
         }
     }
 
-    fn offer_menu(&self, r: VoiceResponse, menu: &Menu, links: &Links) -> VoiceResponse {
+    /// What the callee of a screened forward hears: who is calling, and "press 1".
+    pub fn screen(&self, at: &StepPath, caller: &Caller, links: &Links) -> VoiceResponse {
+        let f = self.step(at).map_or(&self.flows[0], |(f, _)| f);
+        let japanese = f.japanese();
+        let mut say = Say::new(if japanese {
+            "お電話です。"
+        } else {
+            "A call from "
+        });
+        say = match caller {
+            Caller::Number(n) => {
+                let digits = match n.as_str().strip_prefix("+81") {
+                    Some(national) if japanese => format!("0{national}"),
+                    _ => n.as_str().to_owned(),
+                };
+                say.telephone(digits)
+                    .text(if japanese { "からです。" } else { ". " })
+            }
+            Caller::Withheld => say.text(if japanese {
+                "非通知です。"
+            } else {
+                "a withheld number. "
+            }),
+        };
+        say = say.text(if japanese {
+            "1を押すと応答します。"
+        } else {
+            "Press 1 to accept."
+        });
+        let say = f.defaults(say);
+        let gather = Gather::new()
+            .input(GatherInput::Dtmf)
+            .num_digits(1)
+            .timeout(SCREEN_TIMEOUT)
+            .action(links.to(&Route::ScreenResult))
+            .method(Method::Post)
+            .say(say);
+        // No key, or the key never comes: the leg hangs up and the caller goes on.
+        VoiceResponse::new().gather(gather).hangup()
+    }
+
+    /// The callee's key: 1 connects (an empty document ends the whisper), anything else hangs
+    /// up that leg.
+    pub fn screen_result(digits: Option<&str>) -> VoiceResponse {
+        match digits.map(str::trim) {
+            Some("1") => VoiceResponse::new(),
+            _ => VoiceResponse::new().hangup(),
+        }
+    }
+
+    /// After a voicemail was recorded.
+    pub fn voicemail_done(&self, at: &StepPath) -> VoiceResponse {
+        let (f, goodbye) = match self.step(at) {
+            Some((f, Step::Voicemail(v))) => (f, v.goodbye.clone()),
+            Some((f, Step::Forward(fw))) => {
+                (f, fw.fallback.as_ref().and_then(|v| v.goodbye.clone()))
+            }
+            Some((f, _)) => (f, None),
+            None => (&self.flows[0], None),
+        };
+        let goodbye = goodbye.unwrap_or_else(|| {
+            f.phrase(
+                "Thank you. Goodbye.",
+                "ありがとうございました。失礼いたします。",
+            )
+        });
+        VoiceResponse::new().say(f.say(&goodbye)).hangup()
+    }
+}
+
+/// A step address the current flow no longer has (it changed mid-call): start over.
+fn restart(links: &Links) -> VoiceResponse {
+    VoiceResponse::new().redirect(Redirect::new(links.to(&Route::Answer)).method(Method::Post))
+}
+
+impl Flow {
+    fn step(
+        &self,
+        r: VoiceResponse,
+        step: &Step,
+        at: &StepPath,
+        caller: Caller,
+        links: &Links,
+    ) -> VoiceResponse {
+        match step {
+            Step::Menu(menu) => self.offer_menu(r, menu, at, 0, links),
+            Step::Forward(f) => self.dial(r, f, at, 0, caller, links),
+            Step::Voicemail(v) => self.voicemail(r, v, at, links),
+            Step::Message(s) => r.say(self.say(s)).hangup(),
+            // Reject is refused at start-up anywhere but the start of a call.
+            Step::Hangup {} | Step::Reject {} => r.hangup(),
+        }
+    }
+
+    fn offer_menu(
+        &self,
+        r: VoiceResponse,
+        menu: &Menu,
+        at: &StepPath,
+        tries: u8,
+        links: &Links,
+    ) -> VoiceResponse {
+        let here = Route::Menu {
+            at: at.clone(),
+            tries,
+        };
         let gather = Gather::new()
             .input(GatherInput::Dtmf)
             .num_digits(1)
             .timeout(menu.timeout)
-            .action(links.menu())
-            .method("POST")
+            // `#` is a key like any other here, not "done".
+            .finish_on_key("")
+            .action(links.to(&here))
+            .method(Method::Post)
             .say(self.say(&menu.prompt));
-        let no_input = menu.no_input.clone().unwrap_or_else(|| {
-            Speech::Text(self.localized(
-                "We did not receive a choice. Goodbye.",
-                "選択が確認できませんでした。失礼いたします。",
-            ))
-        });
-        r.gather(gather).say(self.say(&no_input)).hangup()
+        // Nothing pressed: the same action without `Digits`.
+        r.gather(gather)
+            .redirect(Redirect::new(links.to(&here)).method(Method::Post))
     }
 
-    fn forward(
+    /// The menu again, or a goodbye once its retries are spent.
+    fn retry(
+        &self,
+        r: VoiceResponse,
+        menu: &Menu,
+        at: &StepPath,
+        tries: u8,
+        links: &Links,
+    ) -> VoiceResponse {
+        if tries >= menu.retries {
+            let bye = self.phrase(
+                "Please call again later. Goodbye.",
+                "恐れ入りますが、改めておかけ直しください。失礼いたします。",
+            );
+            return r.say(self.say(&bye)).hangup();
+        }
+        self.offer_menu(r, menu, at, tries + 1, links)
+    }
+
+    fn dial(
         &self,
         r: VoiceResponse,
         f: &Forward,
-        choice: Option<&str>,
+        at: &StepPath,
+        hunt: u8,
+        caller: Caller,
         links: &Links,
     ) -> VoiceResponse {
-        let mut dial = Dial::number(f.number.as_str())
+        let Some(target) = f.targets().get(usize::from(hunt)) else {
+            return r.hangup();
+        };
+        let mut number = Number::new(target.as_str());
+        if f.screen {
+            number = number
+                .url(links.to(&Route::Screen {
+                    at: at.clone(),
+                    caller,
+                }))
+                .method(Method::Post);
+        }
+        let mut dial = Dial::number(number)
             .timeout(f.timeout)
-            .action(links.dial_result(choice))
-            .method("POST");
+            .time_limit(f.time_limit)
+            .answer_on_bridge(f.screen)
+            .action(links.to(&Route::DialResult {
+                at: at.clone(),
+                hunt,
+            }))
+            .method(Method::Post);
         if let Some(caller_id) = &f.caller_id {
             dial = dial.caller_id(caller_id.as_str());
         }
@@ -364,20 +718,23 @@ impl CallFlow {
 
     fn voicemail(
         &self,
-        r: VoiceResponse,
+        mut r: VoiceResponse,
         v: &Voicemail,
-        choice: Option<&str>,
+        at: &StepPath,
         links: &Links,
     ) -> VoiceResponse {
+        if let Some(notice) = &self.recording_notice {
+            r = r.say(self.say(notice));
+        }
         let prompt = v.prompt.clone().unwrap_or_else(|| {
-            Speech::Text(self.localized(
+            self.phrase(
                 "Please leave a message after the beep. Press the pound key when you are done.",
                 "発信音のあとにメッセージをお話しください。終わりましたらシャープを押してください。",
-            ))
+            )
         });
         let record = Record::new()
-            .action(links.voicemail(choice))
-            .method("POST")
+            .action(links.to(&Route::Voicemail { at: at.clone() }))
+            .method(Method::Post)
             .max_length(v.max_length)
             .finish_on_key("#")
             .play_beep(true)
@@ -390,48 +747,240 @@ impl CallFlow {
         speech.to_say(self.language.as_deref(), self.voice.as_deref())
     }
 
-    /// Built-in phrases follow the flow's language: Japanese for `ja-*`, English otherwise.
-    fn localized(&self, english: &str, japanese: &str) -> String {
-        let japanese_flow = self
-            .language
+    fn defaults(&self, mut say: Say) -> Say {
+        if let Some(language) = &self.language {
+            say = say.language(language.as_str());
+        }
+        if let Some(voice) = &self.voice {
+            say = say.voice(voice.as_str());
+        }
+        say
+    }
+
+    fn japanese(&self) -> bool {
+        self.language
             .as_deref()
-            .is_some_and(|l| l.starts_with("ja"));
-        if japanese_flow { japanese } else { english }.to_owned()
+            .is_some_and(|l| l.starts_with("ja"))
+    }
+
+    /// Built-in phrases follow the flow's language: Japanese for `ja-*`, English otherwise.
+    fn phrase(&self, english: &str, japanese: &str) -> Speech {
+        Speech::Text(if self.japanese() { japanese } else { english }.to_owned())
     }
 }
 
-fn check_url(field: &str, url: &str) -> Result<(), FlowError> {
+fn invalid(path: &str, reason: impl std::fmt::Display) -> FlowError {
+    FlowError::Invalid {
+        path: path.trim_end_matches('.').to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The checks serde cannot do, each error naming the path as serde_path_to_error does.
+struct Checker<'a> {
+    extra_voices: &'a [String],
+}
+
+impl Checker<'_> {
+    fn flow(&mut self, p: &str, f: &Flow) -> Result<(), FlowError> {
+        self.voice(&format!("{p}voice"), f.voice.as_deref())?;
+        if let Some(url) = &f.play {
+            check_url(&format!("{p}play"), url)?;
+        }
+        for (name, speech) in [
+            ("greeting", &f.greeting),
+            ("recording_notice", &f.recording_notice),
+        ] {
+            if let Some(s) = speech {
+                self.speech(&format!("{p}{name}"), s)?;
+            }
+        }
+        for (i, prefix) in f.reject.iter().enumerate() {
+            let ok = prefix.len() >= 2
+                && prefix.starts_with('+')
+                && prefix[1..].bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return Err(invalid(
+                    &format!("{p}reject[{i}]"),
+                    "expected + and digits (a number or a prefix)",
+                ));
+            }
+        }
+        if let Some(step) = &f.anonymous {
+            self.step(&format!("{p}anonymous"), step, 0, true)?;
+        }
+        match (&f.then, &f.schedule) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &format!("{p}schedule"),
+                    "set then or schedule, not both",
+                ));
+            }
+            (Some(step), None) => self.step(&format!("{p}then"), step, 0, true)?,
+            (None, Some(s)) => {
+                self.step(&format!("{p}schedule.open"), &s.open, 0, true)?;
+                self.step(&format!("{p}schedule.after_hours"), &s.after_hours, 0, true)?;
+                if let Some(h) = &s.holiday {
+                    self.step(&format!("{p}schedule.holiday"), h, 0, true)?;
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        p: &str,
+        step: &Step,
+        depth: usize,
+        at_start: bool,
+    ) -> Result<(), FlowError> {
+        match step {
+            Step::Menu(m) => self.menu(&format!("{p}.menu"), m, depth),
+            Step::Forward(f) => self.forward(&format!("{p}.forward"), f),
+            Step::Voicemail(v) => self.voicemail(&format!("{p}.voicemail"), v),
+            Step::Message(s) => self.speech(&format!("{p}.message"), s),
+            Step::Hangup {} => Ok(()),
+            Step::Reject {} if at_start => Ok(()),
+            Step::Reject {} => Err(invalid(
+                &format!("{p}.reject"),
+                "reject is only possible where a call starts (the call is already answered here)",
+            )),
+        }
+    }
+
+    fn menu(&mut self, p: &str, m: &Menu, depth: usize) -> Result<(), FlowError> {
+        if depth >= MAX_KEYS {
+            return Err(invalid(p, format!("menus nest at most {MAX_KEYS} deep")));
+        }
+        self.speech(&format!("{p}.prompt"), &m.prompt)?;
+        for (name, s) in [("invalid", &m.invalid), ("no_input", &m.no_input)] {
+            if let Some(s) = s {
+                self.speech(&format!("{p}.{name}"), s)?;
+            }
+        }
+        if m.options.is_empty() {
+            return Err(invalid(&format!("{p}.options"), "is empty"));
+        }
+        if !(1..=MENU_TIMEOUT_MAX).contains(&m.timeout) {
+            return Err(invalid(
+                &format!("{p}.timeout"),
+                format!("must be 1 to {MENU_TIMEOUT_MAX} seconds"),
+            ));
+        }
+        if m.retries > MENU_RETRIES_MAX {
+            return Err(invalid(
+                &format!("{p}.retries"),
+                format!("at most {MENU_RETRIES_MAX}"),
+            ));
+        }
+        if let Some(back) = &m.back {
+            if depth == 0 {
+                return Err(invalid(
+                    &format!("{p}.back"),
+                    "the top menu has nothing to go back to",
+                ));
+            }
+            if Key::parse(back).is_none() || back == "*" || m.options.contains_key(back) {
+                return Err(invalid(
+                    &format!("{p}.back"),
+                    "must be one key of 0-9 or # that is not an option",
+                ));
+            }
+        }
+        for (key, step) in &m.options {
+            let path = format!("{p}.options.{key}");
+            if key == "*" {
+                return Err(invalid(&path, "* is reserved: it repeats the menu"));
+            }
+            if Key::parse(key).is_none() {
+                return Err(invalid(
+                    &path,
+                    format!("{key:?} is not one key of 0-9 or #"),
+                ));
+            }
+            match step {
+                Step::Menu(sub) => self.menu(&format!("{path}.menu"), sub, depth + 1)?,
+                other => self.step(&path, other, depth + 1, false)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, p: &str, f: &Forward) -> Result<(), FlowError> {
+        match (&f.number, f.numbers.len()) {
+            (Some(_), 0) => {}
+            (None, 1..=HUNT_MAX) => {}
+            (None, 0) => return Err(invalid(p, "needs number or numbers")),
+            (Some(_), _) => return Err(invalid(p, "set number or numbers, not both")),
+            (None, _) => {
+                return Err(invalid(
+                    &format!("{p}.numbers"),
+                    format!("at most {HUNT_MAX} numbers"),
+                ));
+            }
+        }
+        if !RING_TIMEOUT_RANGE.contains(&f.timeout) {
+            return Err(invalid(&format!("{p}.timeout"), "must be 5 to 600 seconds"));
+        }
+        if !(1..=FORWARD_TIME_LIMIT_MAX).contains(&f.time_limit) {
+            return Err(invalid(
+                &format!("{p}.time_limit"),
+                format!("must be 1 to {FORWARD_TIME_LIMIT_MAX} seconds"),
+            ));
+        }
+        match &f.fallback {
+            Some(v) => self.voicemail(&format!("{p}.fallback"), v),
+            None => Ok(()),
+        }
+    }
+
+    fn voicemail(&mut self, p: &str, v: &Voicemail) -> Result<(), FlowError> {
+        if !(1..=VOICEMAIL_MAX_LENGTH_MAX).contains(&v.max_length) {
+            return Err(invalid(
+                &format!("{p}.max_length"),
+                format!("must be 1 to {VOICEMAIL_MAX_LENGTH_MAX} seconds"),
+            ));
+        }
+        for (name, s) in [("prompt", &v.prompt), ("goodbye", &v.goodbye)] {
+            if let Some(s) = s {
+                self.speech(&format!("{p}.{name}"), s)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn speech(&mut self, p: &str, s: &Speech) -> Result<(), FlowError> {
+        if s.text().trim().is_empty() {
+            return Err(invalid(p, "a spoken text is empty"));
+        }
+        if let Speech::Detailed(d) = s {
+            self.voice(&format!("{p}.voice"), d.voice.as_deref())?;
+            if d.loops == Some(0) || d.loops.is_some_and(|n| n > 10) {
+                return Err(invalid(&format!("{p}.loop"), "must be 1 to 10"));
+            }
+        }
+        Ok(())
+    }
+
+    fn voice(&mut self, p: &str, voice: Option<&str>) -> Result<(), FlowError> {
+        match voice {
+            Some(v) if !voices::is_known(v, self.extra_voices) => Err(invalid(
+                p,
+                format!(
+                    "{v:?} is not a voice Twilio publishes (a typo? a new voice goes in extra_voices)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_url(path: &str, url: &str) -> Result<(), FlowError> {
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => Ok(()),
-        _ => Err(FlowError::Invalid(format!(
-            "{field} must be an http(s) URL"
-        ))),
-    }
-}
-
-fn check_forward(f: &Forward) -> Result<(), FlowError> {
-    if !(5..=600).contains(&f.timeout) {
-        return Err(FlowError::Invalid(
-            "forward.timeout must be 5 to 600 seconds".into(),
-        ));
-    }
-    f.fallback.as_ref().map_or(Ok(()), check_voicemail)
-}
-
-fn check_voicemail(v: &Voicemail) -> Result<(), FlowError> {
-    if !(1..=14_400).contains(&v.max_length) {
-        return Err(FlowError::Invalid(
-            "voicemail.max_length must be 1 to 14400 seconds".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn check_choice(c: &Choice) -> Result<(), FlowError> {
-    match c {
-        Choice::Forward(f) => check_forward(f),
-        Choice::Voicemail(v) => check_voicemail(v),
-        Choice::Message(_) => Ok(()),
+        _ => Err(invalid(path, "must be an http(s) URL")),
     }
 }
 
@@ -445,24 +994,15 @@ mod tests {
         }
     }
 
-    const JAPANESE: &str = r#"{
-        "language": "ja-JP",
-        "voice": "Polly.Mizuki",
-        "greeting": "お電話ありがとうございます。",
-        "then": {"menu": {
-            "prompt": "営業は1を、サポートは2を、営業時間のご案内は3を押してください。",
-            "options": {
-                "1": {"forward": {"number": "+81312345678", "timeout": 15,
-                                  "fallback": {"max_length": 60}}},
-                "2": {"voicemail": {"prompt": {"text": "Leave a message.", "language": "en-US", "voice": "Polly.Joanna"}}},
-                "3": {"message": "営業時間は平日9時から18時です。"}
-            }
-        }}
-    }"#;
-
     #[test]
     fn default_flow_greets_and_plays_like_the_demo() {
-        let xml = CallFlow::default().answer(&links()).to_xml();
+        let flow = CallFlow::default();
+        let entry = flow.entry(&Call {
+            from: None,
+            to: None,
+            now: 0,
+        });
+        let xml = flow.answer(entry, None, &links()).to_xml();
         assert!(
             xml.contains(r#"<Say language="en-US">Thanks for calling."#),
             "{xml}"
@@ -470,86 +1010,6 @@ mod tests {
         assert!(
             xml.contains(&format!("<Play>{DEMO_AUDIO}</Play><Hangup/>")),
             "{xml}"
-        );
-    }
-
-    #[test]
-    fn japanese_menu_answers_with_a_gather() {
-        let flow = CallFlow::from_json(JAPANESE).unwrap();
-        let xml = flow.answer(&links()).to_xml();
-        assert!(
-            xml.contains(
-                r#"<Say language="ja-JP" voice="Polly.Mizuki">お電話ありがとうございます。</Say>"#
-            ),
-            "{xml}"
-        );
-        assert!(xml.contains(r#"<Gather input="dtmf" action="https://example.lambda-url.ap-northeast-1.on.aws/menu" method="POST" timeout="5" numDigits="1"><Say language="ja-JP" voice="Polly.Mizuki">営業は1を"#), "{xml}");
-        assert!(
-            xml.contains("選択が確認できませんでした。失礼いたします。</Say><Hangup/></Response>"),
-            "{xml}"
-        );
-    }
-
-    #[test]
-    fn menu_choices_forward_record_or_speak() {
-        let flow = CallFlow::from_json(JAPANESE).unwrap();
-        let forward = flow.choose(Some("1"), &links()).to_xml();
-        assert!(forward.contains(r#"<Dial timeout="15" action="https://example.lambda-url.ap-northeast-1.on.aws/dial-result?choice=1" method="POST">+81312345678</Dial>"#), "{forward}");
-        let voicemail = flow.choose(Some("2"), &links()).to_xml();
-        assert!(voicemail.contains(r##"<Say language="en-US" voice="Polly.Joanna">Leave a message.</Say><Record action="https://example.lambda-url.ap-northeast-1.on.aws/voicemail?choice=2" method="POST" maxLength="120" finishOnKey="#" playBeep="true"/><Hangup/>"##), "{voicemail}");
-        let message = flow.choose(Some("3"), &links()).to_xml();
-        assert!(
-            message.contains("営業時間は平日9時から18時です。</Say><Hangup/>"),
-            "{message}"
-        );
-        let invalid = flow.choose(Some("9"), &links()).to_xml();
-        assert!(
-            invalid.contains("その番号は選択できません。</Say><Gather"),
-            "{invalid}"
-        );
-        let none = flow.choose(None, &links()).to_xml();
-        assert!(none.contains("<Gather"), "{none}");
-    }
-
-    #[test]
-    fn unanswered_forward_falls_back_to_voicemail() {
-        let flow = CallFlow::from_json(JAPANESE).unwrap();
-        for status in ["no-answer", "busy", "failed", "canceled"] {
-            let xml = flow.dial_result(Some("1"), Some(status), &links()).to_xml();
-            assert!(xml.contains(r#"<Record action="https://example.lambda-url.ap-northeast-1.on.aws/voicemail?choice=1" method="POST" maxLength="60""#), "{status}: {xml}");
-        }
-        let answered = flow
-            .dial_result(Some("1"), Some("completed"), &links())
-            .to_xml();
-        assert!(
-            answered.ends_with("<Response><Hangup/></Response>"),
-            "{answered}"
-        );
-        let done = flow.voicemail_done(Some("1")).to_xml();
-        assert!(
-            done.contains("ありがとうございました。失礼いたします。</Say><Hangup/>"),
-            "{done}"
-        );
-    }
-
-    #[test]
-    fn top_level_forward_and_voicemail() {
-        let flow = CallFlow::from_json(
-            r#"{"greeting": "Hello", "then": {"forward": {"number": "+14155550100", "caller_id": "+14155550199",
-                "fallback": {"goodbye": "Bye"}}}}"#,
-        )
-        .unwrap();
-        let xml = flow.answer(&links()).to_xml();
-        assert!(xml.contains(r#"<Dial callerId="+14155550199" timeout="20" action="https://example.lambda-url.ap-northeast-1.on.aws/dial-result" method="POST">+14155550100</Dial>"#), "{xml}");
-        let fallback = flow.dial_result(None, Some("no-answer"), &links()).to_xml();
-        assert!(
-            fallback.contains("Please leave a message after the beep."),
-            "{fallback}"
-        );
-        assert!(
-            flow.voicemail_done(None)
-                .to_xml()
-                .contains("<Say>Bye</Say><Hangup/>")
         );
     }
 
@@ -562,21 +1022,45 @@ mod tests {
                 r#"{"then": {"forward": {"number": "03-1234-5678"}}}"#,
                 "E.164",
             ),
+            (r#"{"then": {"forward": {}}}"#, "needs number or numbers"),
+            (
+                r#"{"then": {"forward": {"number": "+81312345678", "numbers": ["+81312345679"]}}}"#,
+                "not both",
+            ),
             (
                 r#"{"then": {"menu": {"prompt": "p", "options": {}}}}"#,
-                "options is empty",
+                "is empty",
             ),
             (
                 r#"{"then": {"menu": {"prompt": "p", "options": {"12": {"message": "x"}}}}}"#,
                 "not one key",
             ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "options": {"*": {"message": "x"}}}}}"#,
+                "repeats the menu",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "back": "9", "options": {"1": {"message": "x"}}}}}"#,
+                "nothing to go back to",
+            ),
+            (
+                r#"{"then": {"menu": {"prompt": "p", "retries": 6, "options": {"1": {"hangup": {}}}}}}"#,
+                "retries",
+            ),
             (r#"{"play": "ftp://example.com/a.mp3"}"#, "http(s) URL"),
             (r#"{"greeting": " "}"#, "empty"),
+            (r#"{"greeting": {"text": "x", "loop": 0}}"#, "greeting.loop"),
             (
                 r#"{"then": {"forward": {"number": "+81312345678", "timeout": 0}}}"#,
                 "timeout",
             ),
             (r#"{"then": {"teleport": {}}}"#, "unknown variant"),
+            (r#"{"reject": ["0312345678"]}"#, "reject[0]"),
+            (
+                r#"{"then": {"hangup": {}}, "schedule": {"hours": {}, "open": {"hangup": {}}, "after_hours": {"hangup": {}}}}"#,
+                "not both",
+            ),
+            (r#"{"numbers": {"0312345678": {}}}"#, "numbers.0312345678"),
         ] {
             let err = CallFlow::from_json(json).unwrap_err().to_string();
             assert!(err.contains(reason), "{json}: {err}");

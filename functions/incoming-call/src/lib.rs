@@ -3,12 +3,20 @@
 
 pub mod config;
 pub mod flow;
+pub mod holidays;
 pub mod outcomes;
+pub mod route;
+pub mod schedule;
+pub mod voices;
 pub mod webhook;
+
+use std::sync::Arc;
 
 use config::{Config, FlowSource};
 use flow::{CallFlow, FlowError};
-use twilio_voice::credentials::{self, CredentialStore, CredentialsError};
+use twilio_voice::credentials::{
+    self, CredentialSpec, CredentialStore, CredentialsError, Parameters,
+};
 use webhook::App;
 
 /// Why the function cannot start; the message names the setting or parameter at fault.
@@ -22,32 +30,115 @@ pub enum InitError {
     Credentials(#[from] CredentialsError),
 }
 
+/// The call flow held in SSM: read like a credential (one `GetParameters`, cached for the TTL,
+/// read again after it, so an operator can change the flow without a redeploy), and parsed by
+/// `assemble`, so a malformed document is an error naming the parameter and the field.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    pub parameter: String,
+}
+
+impl CredentialSpec for FlowSpec {
+    type Output = CallFlow;
+    fn parameter_names(&self) -> Vec<&str> {
+        vec![self.parameter.as_str()]
+    }
+    fn assemble(&self, values: &mut Parameters) -> Result<CallFlow, CredentialsError> {
+        let json = values.take_text(&self.parameter)?;
+        CallFlow::from_json(&json).map_err(|e| CredentialsError::Invalid {
+            name: self.parameter.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Where the flow of each call comes from.
+pub enum FlowStore {
+    /// Built in, or `CALL_FLOW`: parsed once at start-up.
+    Fixed(Arc<CallFlow>),
+    /// `CALL_FLOW_PARAMETER`: read from SSM, again after the TTL.
+    Ssm {
+        store: CredentialStore<FlowSpec>,
+        /// The last flow read and parsed: an edit that breaks the document (or deletes it) keeps
+        /// the line answering with the flow it had, rather than failing every call; the store
+        /// logs the failed read.
+        last_good: std::sync::Mutex<Option<Arc<CallFlow>>>,
+    },
+}
+
+impl FlowStore {
+    pub async fn get(&self) -> Result<Arc<CallFlow>, CredentialsError> {
+        let (store, last_good) = match self {
+            Self::Fixed(flow) => return Ok(Arc::clone(flow)),
+            Self::Ssm { store, last_good } => (store, last_good),
+        };
+        let result = store.get().await;
+        let mut last = last_good
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(flow) => {
+                *last = Some(Arc::clone(&flow));
+                Ok(flow)
+            }
+            // SSM being unreachable is the store's to handle (its grace period); an answer about
+            // the document itself is not a reason to stop answering calls.
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => last.clone().ok_or(e),
+        }
+    }
+}
+
 impl App {
     /// Loads the call flow and the auth token(s) during INIT, so the first call pays for neither.
-    /// A missing parameter or a malformed flow stops the start; SSM being briefly unreachable
-    /// does not (requests then fail closed with 503 until it answers).
     pub async fn init(config: Config, ssm: aws_sdk_ssm::Client) -> Result<Self, InitError> {
-        let flow = match &config.flow {
-            FlowSource::BuiltIn => CallFlow::default(),
-            FlowSource::Inline(json) => CallFlow::from_json(json)?,
-            FlowSource::Parameter(name) => {
-                let mut values = credentials::get_parameters(&ssm, &[name]).await?;
-                CallFlow::from_json(values.take(name)?.expose())?
-            }
+        Self::init_with_clock(config, ssm, schedule::system_clock()).await
+    }
+
+    /// [`App::init`] with the clock the schedule reads (tests choose the instant).
+    pub async fn init_with_clock(
+        config: Config,
+        ssm: aws_sdk_ssm::Client,
+        clock: schedule::Clock,
+    ) -> Result<Self, InitError> {
+        let flows = match &config.flow {
+            FlowSource::BuiltIn => FlowStore::Fixed(Arc::new(CallFlow::default())),
+            FlowSource::Inline(json) => FlowStore::Fixed(Arc::new(CallFlow::from_json(json)?)),
+            FlowSource::Parameter(name) => FlowStore::Ssm {
+                store: CredentialStore::new(
+                    ssm.clone(),
+                    FlowSpec {
+                        parameter: name.clone(),
+                    },
+                    credentials::DEFAULT_TTL,
+                ),
+                last_good: Default::default(),
+            },
         };
+        // A missing or malformed flow stops the start; SSM being briefly unreachable does not
+        // (requests then fail closed with 503 until it answers).
+        if let FlowStore::Ssm { store, .. } = &flows {
+            store.prefetch().await?;
+        }
         let tokens = CredentialStore::new(ssm, config.tokens, credentials::DEFAULT_TTL);
-        match tokens.get().await {
-            Ok(_) => {}
-            Err(e @ CredentialsError::Unavailable(_)) => {
-                tracing::warn!(error = %e, "auth token not fetched at start-up; will retry per request");
-            }
-            Err(e) => return Err(e.into()),
+        tokens.prefetch().await?;
+        // Answered from what prefetch read (or remembered), without another SSM call.
+        let flow = flows.get().await.ok();
+        if flow.is_some_and(|f| f.has_schedule())
+            && schedule::year_in_japan(clock()) > holidays::LAST_YEAR
+        {
+            tracing::warn!(
+                last_year = holidays::LAST_YEAR,
+                "the embedded holiday table ends before this year: national holidays are not \
+                 recognised; regenerate it with .ci/gen_holidays.py"
+            );
         }
         Ok(Self {
             tokens,
-            flow,
+            flows,
             public_base_url: config.public_base_url,
             answers: Default::default(),
+            clock,
         })
     }
 }

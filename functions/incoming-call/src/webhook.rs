@@ -12,53 +12,76 @@ use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::http::{HeaderMap, HeaderValue, Method, header};
-use tracing::{error, info, warn};
+use tracing::{debug, info, warn};
 use twilio_voice::credentials::{AuthToken, CredentialStore, WebhookTokenSpec, WebhookTokens};
 use twilio_voice::phone::mask;
 use twilio_voice::signature::{self, Payload, SignatureError};
 
-use crate::flow::{CallFlow, Links};
+use crate::FlowStore;
+use crate::flow::{Call, CallFlow, Entry, Links};
+use crate::route::{Route, RouteError};
+use crate::schedule::Clock;
 
 /// Twilio's parameters are a few kB; anything near this is not Twilio.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// At most one token refresh a minute is triggered by signatures that do not match.
 const MISMATCH_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Longest piece of a refused request's path that is logged (it is attacker-controlled).
+const LOGGED_PATH_CHARS: usize = 64;
+
 /// What the function holds between invocations.
 pub struct App {
     pub tokens: CredentialStore<WebhookTokenSpec>,
-    pub flow: CallFlow,
+    pub flows: FlowStore,
     pub public_base_url: Option<String>,
     pub answers: AnswerCache,
+    /// Read once per call to pick the schedule's branch.
+    pub clock: Clock,
 }
 
-/// The answer to a new call is the same TwiML for every call to the same URL, so it is rendered
-/// once per base URL and reused (one slot: a function is called under one base URL).
+/// Most answers kept: one per (base URL, number, branch) in use; more means something odd.
+const ANSWER_SLOTS: usize = 16;
+
+/// The answer to a new call is the same TwiML for every call with the same base URL, flow
+/// document, number and branch (open / after hours / holiday / anonymous), so it is rendered
+/// once per such key and reused. The flow document's id is part of the key: a flow re-read
+/// from SSM is never answered with TwiML rendered from the one before.
 #[derive(Default)]
-pub struct AnswerCache(Mutex<Option<(String, String)>>);
+pub struct AnswerCache(Mutex<Vec<(AnswerKey, String)>>);
+
+#[derive(PartialEq, Eq)]
+struct AnswerKey {
+    flow_id: u64,
+    entry: Entry,
+    base: String,
+}
 
 impl AnswerCache {
-    /// The flow's answer for `links`, rendered on first use.
-    pub fn answer(&self, flow: &CallFlow, links: &Links) -> String {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((base, xml)) = slot.as_ref()
-            && *base == links.base
+    /// The flow's answer for `entry` under `links`, rendered on first use.
+    pub fn answer(&self, flow: &CallFlow, entry: Entry, links: &Links) -> String {
+        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, xml)) = slots
+            .iter()
+            .find(|(k, _)| k.flow_id == flow.id() && k.entry == entry && k.base == links.base)
         {
             return xml.clone();
         }
-        let xml = flow.answer(links).to_xml();
-        *slot = Some((links.base.clone(), xml.clone()));
+        let xml = flow.answer(entry, None, links).to_xml();
+        slots.retain(|(k, _)| k.flow_id == flow.id());
+        if slots.len() >= ANSWER_SLOTS {
+            slots.remove(0);
+        }
+        slots.push((
+            AnswerKey {
+                flow_id: flow.id(),
+                entry,
+                base: links.base.clone(),
+            },
+            xml.clone(),
+        ));
         xml
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Answer,
-    Menu,
-    DialResult,
-    Voicemail,
-    Status,
 }
 
 /// Why a request gets no TwiML.
@@ -74,7 +97,7 @@ pub enum Rejection {
     TooLarge,
     #[error("signature rejected: {0}")]
     Forbidden(SignatureError),
-    #[error("auth token unavailable: {0}")]
+    #[error("auth token or call flow unavailable: {0}")]
     Unavailable(String),
 }
 
@@ -100,11 +123,14 @@ pub async fn handle(event: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2ht
         Err(rejection) => {
             let status = rejection.status();
             match &rejection {
+                // The token store logs each failed SSM read itself; one line per request
+                // would turn a flood into a flood of errors.
                 Rejection::Unavailable(_) => {
-                    error!(status, reason = %rejection, "webhook failed closed")
+                    debug!(status, reason = %rejection, "webhook failed closed")
                 }
                 _ => {
-                    warn!(status, reason = %rejection, path = event.raw_path.as_deref().unwrap_or(""), "webhook rejected")
+                    let path = loggable(event.raw_path.as_deref().unwrap_or(""));
+                    warn!(status, reason = %rejection, path = %path, "webhook rejected")
                 }
             }
             let text = match status {
@@ -128,12 +154,11 @@ pub struct Webhook {
     /// Scheme, host and path prefix that the TwiML links back to.
     links_base: String,
     url: String,
-    query: String,
     body: Vec<u8>,
     is_json: bool,
     /// The call's parameters: the form body of a POST, the query of a GET.
     params: Vec<(Cow<'static, str>, Cow<'static, str>)>,
-    signature: Option<String>,
+    signature: String,
     is_get: bool,
 }
 
@@ -156,12 +181,15 @@ impl Webhook {
             return Err(Rejection::MethodNotAllowed);
         }
         let raw_path = event.raw_path.as_deref().unwrap_or("/");
-        let (route, prefix) = route(raw_path).ok_or(Rejection::NotFound)?;
+        let query = event.raw_query_string.clone().unwrap_or_default();
+        let (route, prefix) = Route::parse(raw_path, &query).map_err(|e| match e {
+            RouteError::NotFound => Rejection::NotFound,
+            RouteError::BadQuery => Rejection::BadRequest("malformed query"),
+        })?;
         let base = match public_base_url {
             Some(base) => base.to_owned(),
             None => format!("https://{}", host(event)?),
         };
-        let query = event.raw_query_string.clone().unwrap_or_default();
         let url = if query.is_empty() {
             format!("{base}{raw_path}")
         } else {
@@ -182,12 +210,16 @@ impl Webhook {
             std::str::from_utf8(&body).map_err(|_| Rejection::BadRequest("body is not UTF-8"))?;
             parse_pairs(&body)
         };
-        let signature = signature_header(&event.headers)?.map(str::to_owned);
+        // No signature, or not the shape of one: refused here, before the token store is asked,
+        // so a flood of junk never becomes a flood of SSM calls.
+        let signature = signature_header(&event.headers)?
+            .filter(|s| well_formed_signature(s))
+            .ok_or(Rejection::Forbidden(SignatureError::Malformed))?
+            .to_owned();
         Ok(Self {
             route,
             links_base: format!("{base}{prefix}"),
             url,
-            query,
             body,
             is_json,
             params,
@@ -215,7 +247,7 @@ impl Webhook {
         &self,
         tokens: impl IntoIterator<Item = &'t AuthToken>,
     ) -> Result<(), SignatureError> {
-        signature::validate(&self.url, self.payload(), self.signature.as_deref(), tokens)
+        signature::validate(&self.url, self.payload(), Some(&self.signature), tokens)
     }
 
     fn param(&self, name: &str) -> Option<&str> {
@@ -224,12 +256,28 @@ impl Webhook {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_ref())
     }
+}
 
-    fn query_param(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+/// An HMAC-SHA1 in base64: 28 characters decoding to 20 bytes.
+fn well_formed_signature(header: &str) -> bool {
+    header.len() == 28
+        && base64::engine::general_purpose::STANDARD
+            .decode(header)
+            .is_ok_and(|bytes| bytes.len() == 20)
+}
+
+/// A refused request's path as logged: at most [`LOGGED_PATH_CHARS`] characters, control
+/// characters escaped (no forged log lines).
+fn loggable(path: &str) -> String {
+    let mut out: String = path
+        .chars()
+        .take(LOGGED_PATH_CHARS)
+        .flat_map(char::escape_default)
+        .collect();
+    if path.chars().count() > LOGGED_PATH_CHARS {
+        out.push('…');
     }
+    out
 }
 
 /// The TwiML document for a verified webhook; `None` for a status callback.
@@ -245,57 +293,87 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
     // Verified: the flow may now read the call's parameters.
     let param = |name: &str| webhook.param(name);
     let call_sid = param("CallSid").unwrap_or("");
+    if let Route::Status = webhook.route {
+        info!(
+            call_sid,
+            call_status = param("CallStatus").unwrap_or(""),
+            call_duration = param("CallDuration").unwrap_or(""),
+            "call status"
+        );
+        return Ok(None);
+    }
+    let flow = app
+        .flows
+        .get()
+        .await
+        .map_err(|e| Rejection::Unavailable(e.to_string()))?;
     let links = Links {
         base: webhook.links_base.clone(),
     };
-    let choice = webhook.query_param("choice");
-    let route = webhook.route;
-
-    let twiml = match route {
+    let from = param("From");
+    let twiml = match &webhook.route {
         Route::Answer => {
+            let entry = flow.entry(&Call {
+                from,
+                to: param("To"),
+                now: (app.clock)(),
+            });
             info!(
                 call_sid,
-                from = %mask(param("From").unwrap_or("")),
+                from = %mask(from.unwrap_or("")),
                 to = %mask(param("To").unwrap_or("")),
+                branch = ?entry.branch,
                 "incoming call answered"
             );
-            return Ok(Some(app.answers.answer(&app.flow, &links)));
+            if flow.rejects(entry, from) {
+                info!(call_sid, "caller rejected");
+            } else if flow.answer_is_shared(entry) {
+                return Ok(Some(app.answers.answer(&flow, entry, &links)));
+            }
+            flow.answer(entry, from, &links)
         }
-        Route::Menu => {
+        Route::Menu { at, tries } => {
             info!(
                 call_sid,
                 digits = param("Digits").unwrap_or(""),
+                tries,
                 "menu choice"
             );
-            app.flow.choose(param("Digits"), &links)
+            flow.menu(at, *tries, param("Digits"), from, &links)
         }
-        Route::DialResult => {
+        Route::DialResult { at, hunt } => {
             let status = param("DialCallStatus");
             info!(
                 call_sid,
+                hunt,
                 dial_call_status = status.unwrap_or(""),
+                dial_bridged = param("DialBridged").unwrap_or(""),
                 "forwarded call ended"
             );
-            app.flow.dial_result(choice.as_deref(), status, &links)
+            flow.dial_result(at, *hunt, status, param("DialBridged"), from, &links)
         }
-        Route::Voicemail => {
+        Route::Screen { at, caller } => {
+            info!(call_sid, "screening a forwarded call");
+            flow.screen(at, caller, &links)
+        }
+        Route::ScreenResult => {
+            info!(
+                call_sid,
+                digits = param("Digits").unwrap_or(""),
+                "screening answered"
+            );
+            CallFlow::screen_result(param("Digits"))
+        }
+        Route::Voicemail { at } => {
             info!(
                 call_sid,
                 recording_sid = param("RecordingSid").unwrap_or(""),
                 recording_duration = param("RecordingDuration").unwrap_or(""),
                 "voicemail recorded"
             );
-            app.flow.voicemail_done(choice.as_deref())
+            flow.voicemail_done(at)
         }
-        Route::Status => {
-            info!(
-                call_sid,
-                call_status = param("CallStatus").unwrap_or(""),
-                call_duration = param("CallDuration").unwrap_or(""),
-                "call status"
-            );
-            return Ok(None);
-        }
+        Route::Status => unreachable!("answered above"),
     };
     Ok(Some(twiml.to_xml()))
 }
@@ -322,25 +400,6 @@ async fn verify(
         }
         Err(other) => Err(Rejection::Forbidden(other)),
     }
-}
-
-/// The route named by the path's last segment, and the path before it (kept in the links so a
-/// function served under a prefix links back to itself).
-fn route(raw_path: &str) -> Option<(Route, &str)> {
-    let trimmed = raw_path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Some((Route::Answer, ""));
-    }
-    let (prefix, last) = trimmed.rsplit_once('/')?;
-    let route = match last {
-        "voice" => Route::Answer,
-        "menu" => Route::Menu,
-        "dial-result" => Route::DialResult,
-        "voicemail" => Route::Voicemail,
-        "status" => Route::Status,
-        _ => return None,
-    };
-    Some((route, prefix))
 }
 
 fn host(event: &ApiGatewayV2httpRequest) -> Result<&str, Rejection> {
@@ -411,33 +470,57 @@ fn respond(status: i64, body: Option<(&'static str, String)>) -> ApiGatewayV2htt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::Branch;
 
     #[test]
-    fn the_answer_is_rendered_for_the_base_it_is_asked_for() {
+    fn answers_are_cached_per_base_entry_and_flow() {
         let flow = CallFlow::from_json(r#"{"greeting": "hi", "then": {"voicemail": {}}}"#).unwrap();
         let cache = AnswerCache::default();
         let links = |base: &str| Links {
             base: base.to_owned(),
         };
-        let a = cache.answer(&flow, &links("https://a.example"));
-        assert_eq!(a, flow.answer(&links("https://a.example")).to_xml());
-        assert!(a.contains("https://a.example/voicemail"), "{a}");
-        assert_eq!(cache.answer(&flow, &links("https://a.example")), a);
-        let b = cache.answer(&flow, &links("https://b.example/prefix"));
+        let main = Entry {
+            flow: 0,
+            branch: Branch::Main,
+        };
+        let a = cache.answer(&flow, main, &links("https://a.example"));
+        assert_eq!(
+            a,
+            flow.answer(main, None, &links("https://a.example"))
+                .to_xml()
+        );
+        assert!(a.contains("https://a.example/voicemail?at=0m"), "{a}");
+        assert_eq!(cache.answer(&flow, main, &links("https://a.example")), a);
+        let b = cache.answer(&flow, main, &links("https://b.example/prefix"));
         assert!(b.contains("https://b.example/prefix/voicemail"), "{b}");
         assert!(!b.contains("a.example"), "{b}");
+        // A new document (re-read from SSM) is rendered afresh, even under the same key.
+        let changed =
+            CallFlow::from_json(r#"{"greeting": "changed", "then": {"voicemail": {}}}"#).unwrap();
+        let c = cache.answer(&changed, main, &links("https://a.example"));
+        assert!(c.contains("changed"), "{c}");
     }
 
     #[test]
-    fn routes_by_last_segment() {
-        assert_eq!(route("/"), Some((Route::Answer, "")));
-        assert_eq!(route(""), Some((Route::Answer, "")));
-        assert_eq!(route("/voice"), Some((Route::Answer, "")));
-        assert_eq!(route("/menu"), Some((Route::Menu, "")));
-        assert_eq!(route("/twilio/status/"), Some((Route::Status, "/twilio")));
-        assert_eq!(route("/dial-result"), Some((Route::DialResult, "")));
-        assert_eq!(route("/voicemail"), Some((Route::Voicemail, "")));
-        assert_eq!(route("/admin"), None);
-        assert_eq!(route("/voice/extra"), None);
+    fn refused_paths_are_logged_short_and_escaped() {
+        assert_eq!(loggable("/voice"), "/voice");
+        let long = format!("/{}", "a".repeat(500));
+        assert_eq!(loggable(&long).chars().count(), LOGGED_PATH_CHARS + 1);
+        assert_eq!(loggable("/x\n\u{1b}[31m"), "/x\\n\\u{1b}[31m");
+        assert!(!loggable("/a\nINFO forged").contains('\n'));
+    }
+
+    #[test]
+    fn only_a_signature_shaped_header_reaches_the_token_store() {
+        assert!(well_formed_signature("RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        for bad in [
+            "",
+            "AAAA",
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8",
+            " RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+            "RSOYDt4T1cUTdK1PDd93*VVr8B8=",
+        ] {
+            assert!(!well_formed_signature(bad), "{bad:?}");
+        }
     }
 }

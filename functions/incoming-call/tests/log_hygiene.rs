@@ -10,6 +10,7 @@ use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::http::HeaderValue;
 use test_support::LogCapture;
+use twilio_voice::credentials::{DEFAULT_TTL, GRACE_PERIOD};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -55,15 +56,18 @@ async fn no_token_or_phone_number_reaches_the_logs() {
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call-menu.json"),
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call-status.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call-dial-result.json"),
+        test_support::event::<ApiGatewayV2httpRequest>("incoming-call-screen-result.json"),
         garbage,
         forged.clone(),
         forged,
     ] {
         let _ = handle(e, &app).await;
     }
-    // From here SSM refuses: the webhook fails closed and logs why.
+    // From here SSM refuses; once the token is past its grace period, the webhook fails closed
+    // and logs why.
     tokio::time::pause();
-    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    tokio::time::advance(DEFAULT_TTL + GRACE_PERIOD).await;
     let response = handle(
         test_support::event::<ApiGatewayV2httpRequest>("incoming-call.json"),
         &app,
@@ -71,9 +75,13 @@ async fn no_token_or_phone_number_reaches_the_logs() {
     .await;
     assert_eq!(response.status_code, 503);
 
-    let lines = capture.assert_clean(&[TOKEN, "9012345678", "501234567", "312345678"]);
+    let lines = capture.assert_clean(&[TOKEN, "9012345678", "501234567", "312345678", "312340000"]);
     let text = capture.text();
-    assert!(lines >= 6, "the scenarios logged ({lines} lines): {text}");
+    assert!(
+        text.contains("forwarded call ended") && text.contains("screening answered"),
+        "{text}"
+    );
+    assert!(lines >= 8, "the scenarios logged ({lines} lines): {text}");
     assert!(
         text.contains("call_sid=\"CA00000000000000000000000000000001\""),
         "{text}"

@@ -1,17 +1,20 @@
 //! Start-up configuration, read once from the environment. A missing or malformed setting
 //! stops the function at INIT with the setting's name.
 
-use twilio_voice::calls::DEFAULT_API_BASE_URL;
+use twilio_voice::calls::{CallPolicy, DEFAULT_API_BASE_URL};
 use twilio_voice::credentials::{ApiAuthSpec, ApiCredentialSpec};
+use twilio_voice::limits::{DEFAULT_TIME_LIMIT_SECONDS, TIME_LIMIT_SECONDS};
 use twilio_voice::phone::{AllowList, PhoneNumber};
 use twilio_voice::settings::Settings;
+use twilio_voice::twiml::inspect::{self, GatedElements, UrlPrefixes};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub credentials: ApiCredentialSpec,
     /// The caller used when an event names none.
     pub from: Option<PhoneNumber>,
-    pub allowed_destinations: AllowList,
+    /// Where calls may go (`to`, inline TwiML's parties and URLs) and their default TimeLimit.
+    pub policy: CallPolicy,
     pub api_base_url: String,
 }
 
@@ -38,15 +41,34 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::Missing("TWILIO_API_KEY_SID_PARAMETER")),
         };
         let from = settings.parse("TWILIO_FROM_NUMBER", PhoneNumber::parse)?;
-        let allowed_destinations = AllowList::parse(&required("ALLOWED_DESTINATION_PREFIXES")?)
+        let destinations = AllowList::parse(&required("ALLOWED_DESTINATION_PREFIXES")?)
             .map_err(|e| ConfigError::invalid("ALLOWED_DESTINATION_PREFIXES", e))?;
+        let urls = settings
+            .parse(inspect::URL_PREFIXES_SETTING, UrlPrefixes::parse)?
+            .unwrap_or_default();
+        let gated = settings
+            .parse(inspect::GATED_ELEMENTS_SETTING, GatedElements::parse)?
+            .unwrap_or_default();
+        let default_time_limit = settings
+            .parse("DEFAULT_TIME_LIMIT", |v| match v.parse::<u32>() {
+                Ok(n) if TIME_LIMIT_SECONDS.contains(&n) => Ok(n),
+                _ => Err("expected seconds, 1 to 14400"),
+            })?
+            .unwrap_or(DEFAULT_TIME_LIMIT_SECONDS);
         let api_base_url =
             get("TWILIO_API_BASE_URL").unwrap_or_else(|| DEFAULT_API_BASE_URL.to_owned());
         check_api_base_url(&api_base_url)?;
         Ok(Self {
             credentials: ApiCredentialSpec { account_sid, auth },
             from,
-            allowed_destinations,
+            policy: CallPolicy {
+                reach: inspect::Policy {
+                    destinations,
+                    urls,
+                    gated,
+                },
+                default_time_limit,
+            },
             api_base_url,
         })
     }
@@ -95,6 +117,35 @@ mod tests {
             matches!(c.credentials.auth, ApiAuthSpec::AuthToken(ref n) if n == "/twilio/auth-token")
         );
         assert_eq!(c.from, None);
+        assert_eq!(c.policy.default_time_limit, 3600);
+        assert!(
+            c.policy.reach.urls.is_empty(),
+            "no TwiML URL unless configured"
+        );
+        assert_eq!(c.policy.reach.gated, GatedElements::default());
+    }
+
+    #[test]
+    fn twiml_reach_and_time_limit_are_configurable() {
+        let c = config(&with(&[
+            (
+                "ALLOWED_TWIML_URL_PREFIXES",
+                "https://demo.twilio.com/, https://example.com/twiml",
+            ),
+            ("ALLOWED_TWIML_ELEMENTS", "Sip,Conference"),
+            ("DEFAULT_TIME_LIMIT", "600"),
+        ]))
+        .unwrap();
+        assert!(
+            c.policy
+                .reach
+                .urls
+                .check("https://example.com/twiml/a")
+                .is_ok()
+        );
+        assert!(c.policy.reach.gated.allows(inspect::Gated::Conference));
+        assert!(!c.policy.reach.gated.allows(inspect::Gated::Client));
+        assert_eq!(c.policy.default_time_limit, 600);
     }
 
     #[test]
@@ -140,6 +191,12 @@ mod tests {
             ("ALLOWED_DESTINATION_PREFIXES", "81"),
             ("TWILIO_API_BASE_URL", "http://api.twilio.com"),
             ("TWILIO_API_BASE_URL", "not a url"),
+            ("ALLOWED_TWIML_URL_PREFIXES", "http://demo.twilio.com/"),
+            ("ALLOWED_TWIML_URL_PREFIXES", "https://demo.twilio.com/?x=1"),
+            ("ALLOWED_TWIML_ELEMENTS", "sip"),
+            ("DEFAULT_TIME_LIMIT", "0"),
+            ("DEFAULT_TIME_LIMIT", "14401"),
+            ("DEFAULT_TIME_LIMIT", "1h"),
         ] {
             let err = config(&with(&[(name, value)])).unwrap_err();
             assert!(

@@ -10,29 +10,22 @@ use lambda_http::http::{HeaderValue, Method, header};
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
-use twilio_voice::calls::{CallCreated, CallError, CallRequest, CallsClient};
+use twilio_voice::calls::{
+    CallCreated, CallError, CallPolicy, CallRequest, CallsClient, Deadline, ErrorClass,
+};
 use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsError};
-use twilio_voice::phone::{AllowList, PhoneNumber};
+use twilio_voice::phone::PhoneNumber;
 
 use crate::event::{CallEvent, EventError};
+
+pub use twilio_voice::calls::Retry;
 
 /// What the function holds between invocations.
 pub struct App {
     pub calls: CallsClient,
     pub credentials: CredentialStore<ApiCredentialSpec>,
     pub from: Option<PhoneNumber>,
-    pub allowed_destinations: AllowList,
-}
-
-/// Whether the same event may be tried again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Nothing reached Twilio, or Twilio did not process it: trying again cannot dial twice.
-    Safe,
-    /// Trying again will fail the same way until the event or configuration changes.
-    Useless,
-    /// The call may exist: never retry blindly.
-    Unsafe,
+    pub policy: CallPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,43 +39,27 @@ pub enum OutboundError {
 }
 
 impl OutboundError {
-    pub fn retry(&self) -> Retry {
+    /// The class, whose one table (`ErrorClass::describe`) gives the Lambda error type, the HTTP
+    /// status and the retry advice.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Event(_) => Retry::Useless,
-            Self::Credentials(CredentialsError::Unavailable(_)) => Retry::Safe,
-            Self::Credentials(_) => Retry::Useless,
-            Self::Call(e) if e.retry_safe() => Retry::Safe,
-            Self::Call(CallError::OutcomeUnknown(_)) => Retry::Unsafe,
-            Self::Call(_) => Retry::Useless,
+            Self::Event(_) => ErrorClass::InvalidEvent,
+            Self::Credentials(CredentialsError::Unavailable(_)) => {
+                ErrorClass::CredentialsUnavailable
+            }
+            Self::Credentials(_) => ErrorClass::CredentialsMisconfigured,
+            Self::Call(e) => e.class(),
         }
     }
 
     /// `Retryable.*`, `NonRetryable.*` or `OutcomeUnknown.*`: the Lambda error type, also used in
     /// HTTP error bodies.
     pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::Event(_) => "NonRetryable.InvalidEvent",
-            Self::Credentials(CredentialsError::Unavailable(_)) => {
-                "Retryable.CredentialsUnavailable"
-            }
-            Self::Credentials(_) => "NonRetryable.CredentialsMisconfigured",
-            Self::Call(CallError::RateLimited { .. }) => "Retryable.RateLimited",
-            Self::Call(CallError::Unreachable(_)) => "Retryable.TwilioUnreachable",
-            Self::Call(CallError::Rejected(_)) => "NonRetryable.TwilioRejected",
-            Self::Call(CallError::Authentication(_)) => "NonRetryable.TwilioAuthentication",
-            Self::Call(CallError::OutcomeUnknown(_)) => "OutcomeUnknown.CallMayExist",
-        }
+        self.class().error_type()
     }
 
-    fn http_status(&self) -> i64 {
-        match self {
-            Self::Event(_) => 400,
-            Self::Call(CallError::Rejected(_)) => 422,
-            Self::Credentials(CredentialsError::Unavailable(_))
-            | Self::Call(CallError::RateLimited { .. } | CallError::Unreachable(_)) => 503,
-            Self::Credentials(_) => 500,
-            Self::Call(CallError::Authentication(_) | CallError::OutcomeUnknown(_)) => 502,
-        }
+    pub fn retry(&self) -> Retry {
+        self.class().retry()
     }
 
     fn twilio_code(&self) -> Option<u32> {
@@ -102,20 +79,25 @@ impl From<OutboundError> for Diagnostic {
     }
 }
 
-/// The function's entry: recognises the trigger and shapes the answer for it.
-pub async fn handle(event: Value, app: &App) -> Result<Value, OutboundError> {
+/// The function's entry: recognises the trigger and shapes the answer for it. No request to
+/// Twilio starts that could outlive `deadline` (the invocation's).
+pub async fn handle(event: Value, app: &App, deadline: Deadline) -> Result<Value, OutboundError> {
     if event.get("requestContext").is_some() {
         let response = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
-            Ok(request) => handle_http(request, app).await,
-            Err(e) => error_response(&OutboundError::Event(EventError::Json(e.to_string()))),
+            Ok(request) => handle_http(request, app, deadline).await,
+            Err(e) => error_response(&EventError::json(e).into()),
         };
         return Ok(serde_json::to_value(response).expect("a response serializes"));
     }
-    let created = place(CallEvent::from_value(event)?, app).await?;
+    let created = place(CallEvent::from_value(event)?, app, deadline).await?;
     Ok(json!({"call_sid": created.sid, "status": created.status}))
 }
 
-async fn handle_http(request: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2httpResponse {
+async fn handle_http(
+    request: ApiGatewayV2httpRequest,
+    app: &App,
+    deadline: Deadline,
+) -> ApiGatewayV2httpResponse {
     if request.request_context.http.method != Method::POST {
         return respond(
             405,
@@ -134,7 +116,7 @@ async fn handle_http(request: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV
         body.into_bytes()
     };
     let result = match CallEvent::from_json(&bytes) {
-        Ok(event) => place(event, app).await,
+        Ok(event) => place(event, app, deadline).await,
         Err(e) => Err(e.into()),
     };
     match result {
@@ -148,29 +130,46 @@ async fn handle_http(request: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV
 
 /// Validates the event, then places exactly one call. A 20003 answer re-reads the credentials
 /// once (they may have just been rotated) and tries once more: 401 means nothing was processed.
-pub async fn place(event: CallEvent, app: &App) -> Result<CallCreated, OutboundError> {
+pub async fn place(
+    event: CallEvent,
+    app: &App,
+    deadline: Deadline,
+) -> Result<CallCreated, OutboundError> {
     let request = event
-        .into_request(app.from.as_ref(), &app.allowed_destinations)
+        .into_request(app.from.as_ref(), &app.policy)
         .inspect_err(|e| {
             warn!(error = %e, "call event refused; nothing sent");
         })?;
-    let result = create(&request, app).await;
+    let result = create(&request, app, deadline).await;
     match &result {
         Ok(created) => {
-            info!(call_sid = %created.sid, status = %created.status, to = %request.to, "call placed")
+            info!(call_sid = %created.sid, status = %created.status, to = %request.to(), "call placed")
         }
         Err(e) => log_failure(e, &request),
     }
     result
 }
 
-async fn create(request: &CallRequest, app: &App) -> Result<CallCreated, OutboundError> {
+async fn create(
+    request: &CallRequest,
+    app: &App,
+    deadline: Deadline,
+) -> Result<CallCreated, OutboundError> {
     let credentials = app.credentials.get().await?;
-    match app.calls.create(&credentials, request).await {
+    match app.calls.create(&credentials, request, deadline).await {
         Err(CallError::Authentication(first)) => {
+            // The re-read and the second attempt obey the deadline like any retry.
+            if !app.calls.attempt_fits(deadline, std::time::Duration::ZERO) {
+                return Err(CallError::RateLimited {
+                    attempts: 1,
+                    last: Some(first),
+                    out_of_time: true,
+                }
+                .into());
+            }
             warn!(code = ?first.code, "Twilio refused the credentials; reading them again from SSM once");
             let fresh = app.credentials.refresh().await?;
-            Ok(app.calls.create(&fresh, request).await?)
+            Ok(app.calls.create(&fresh, request, deadline).await?)
         }
         other => Ok(other?),
     }
@@ -180,29 +179,27 @@ fn log_failure(e: &OutboundError, request: &CallRequest) {
     let error_type = e.error_type();
     match e.retry() {
         Retry::Unsafe => {
-            error!(error_type, error = %e, to = %request.to, "call outcome unknown; not retried")
+            error!(error_type, error = %e, to = %request.to(), "call outcome unknown; not retried")
         }
-        Retry::Safe | Retry::Useless => {
-            warn!(error_type, error = %e, to = %request.to, "call not placed")
+        Retry::Safe | Retry::Pointless => {
+            warn!(error_type, error = %e, to = %request.to(), "call not placed")
         }
     }
 }
 
 fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
+    let class = e.class();
+    let retry = class.retry();
     let mut error = json!({
-        "type": e.error_type(),
+        "type": class.error_type(),
         "message": e.to_string(),
-        "retry_safe": e.retry() != Retry::Unsafe,
-        "retry": match e.retry() {
-            Retry::Safe => "safe",
-            Retry::Useless => "pointless",
-            Retry::Unsafe => "unsafe",
-        },
+        "retry_safe": retry.cannot_duplicate(),
+        "retry": retry.as_str(),
     });
     if let Some(code) = e.twilio_code() {
         error["twilio_code"] = json!(code);
     }
-    respond(e.http_status(), json!({ "error": error }))
+    respond(i64::from(class.http_status()), json!({ "error": error }))
 }
 
 fn respond(status: i64, body: Value) -> ApiGatewayV2httpResponse {
@@ -214,4 +211,33 @@ fn respond(status: i64, body: Value) -> ApiGatewayV2httpResponse {
     );
     response.body = Some(Body::Text(body.to_string()));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README's error table is the contract callers read: it lists every class of the one table
+    /// (`ErrorClass::describe`) with the same type and status, and nothing else.
+    #[test]
+    fn readme_error_table_matches_the_classes() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<(String, u16)> = readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let kind = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let known = ["NonRetryable.", "Retryable.", "OutcomeUnknown."];
+                if !known.iter().any(|p| kind.starts_with(p)) {
+                    return None;
+                }
+                Some((kind.to_owned(), cells.get(2)?.parse().ok()?))
+            })
+            .collect();
+        let classes: Vec<(String, u16)> = ErrorClass::ALL
+            .iter()
+            .map(|c| (c.error_type().to_owned(), c.http_status()))
+            .collect();
+        assert_eq!(rows, classes);
+    }
 }

@@ -38,19 +38,13 @@ impl App {
     ) -> Result<Self, InitError> {
         let calls = CallsClient::new(&config.api_base_url, timeouts, retry)?;
         let credentials = CredentialStore::new(ssm, config.credentials, credentials::DEFAULT_TTL);
-        let (fetched, ()) = tokio::join!(credentials.get(), calls.warm_up());
-        match fetched {
-            Ok(_) => {}
-            Err(e @ CredentialsError::Unavailable(_)) => {
-                tracing::warn!(error = %e, "credentials not fetched at start-up; will retry per call");
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let (fetched, ()) = tokio::join!(credentials.prefetch(), calls.warm_up());
+        fetched?;
         Ok(Self {
             calls,
             credentials,
             from: config.from,
-            allowed_destinations: config.allowed_destinations,
+            policy: config.policy,
         })
     }
 }

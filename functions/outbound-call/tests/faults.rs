@@ -1,6 +1,9 @@
 //! The outbound function against an HTTP mock of Twilio (wiremock) with injected faults, SSM as
 //! aws-smithy-mocks. What matters: exactly one call where one is due, never a second request
-//! after an ambiguous failure, and nothing sent for a bad event.
+//! after an ambiguous failure, and no request that could outlive the invocation's deadline.
+//! Bad events are bad_inputs.rs's table, not repeated here.
+
+mod common;
 
 use std::time::Duration;
 
@@ -8,23 +11,21 @@ use aws_sdk_ssm::Client;
 use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
 use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use outbound_call::config::Config;
-use outbound_call::event::CallEvent;
+use common::{CREDENTIALS, SID, TOKEN};
 use outbound_call::handler::{App, OutboundError, Retry, handle};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use twilio_voice::calls::{CallError, HttpTimeouts, RetryPolicy};
+use tokio::time::Instant;
+use twilio_voice::calls::{CallError, Deadline, HttpTimeouts, RetryPolicy};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "test-auth-token-not-a-secret";
 const CALLS_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
 
 fn created() -> ResponseTemplate {
     ResponseTemplate::new(201).set_body_json(json!({
         "sid": "CA0123456789abcdef0123456789abcdef", "status": "queued",
-        "queue_time": "0", "to": "+819012345678", "from": "+15005550006"
+        "queue_time": "0", "to": "+81312345678", "from": "+15005550006"
     }))
 }
 
@@ -35,31 +36,30 @@ fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
     }))
 }
 
-const CREDENTIALS: &[(&str, &str)] = &[("/twilio/account-sid", SID), ("/twilio/auth-token", TOKEN)];
-
 fn ssm_rule() -> Rule {
     test_support::ssm_rule(CREDENTIALS)
 }
 
+/// Fast backoff, so that five attempts take milliseconds.
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 5,
+        first_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        deadline_margin: Duration::from_millis(500),
+    }
+}
+
 async fn app_for(base_url: &str, ssm: Client, total_timeout: Duration) -> App {
-    let vars = [
-        ("TWILIO_ACCOUNT_SID_PARAMETER", "/twilio/account-sid"),
-        ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
-        ("TWILIO_FROM_NUMBER", "+15005550006"),
-        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
-        ("TWILIO_API_BASE_URL", base_url),
-    ];
-    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+    app_with(base_url, ssm, total_timeout, fast_retry()).await
+}
+
+async fn app_with(base_url: &str, ssm: Client, total_timeout: Duration, retry: RetryPolicy) -> App {
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(1),
         total: total_timeout,
     };
-    let retry = RetryPolicy {
-        attempts: 5,
-        first_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-    };
-    App::init_with(config, ssm, timeouts, retry)
+    App::init_with(common::config(base_url, &[]), ssm, timeouts, retry)
         .await
         .expect("app starts")
 }
@@ -108,7 +108,7 @@ fn form(request: &wiremock::Request) -> Vec<(String, String)> {
 async fn each_sample_event_sends_one_correct_request() {
     let (server, app) = twilio_answering(created()).await;
 
-    let out = handle(event("outbound-call-say-ja.json"), &app)
+    let out = handle(event("outbound-call-say-ja.json"), &app, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(
@@ -134,7 +134,7 @@ async fn each_sample_event_sends_one_correct_request() {
     assert_eq!(
         form(&received[0]),
         [
-            ("To".to_owned(), "+819012345678".to_owned()),
+            ("To".to_owned(), "+81312345678".to_owned()),
             ("From".to_owned(), "+15005550006".to_owned()),
             (
                 "Twiml".to_owned(),
@@ -142,10 +142,13 @@ async fn each_sample_event_sends_one_correct_request() {
             ),
             ("Timeout".to_owned(), "45".to_owned()),
             ("Record".to_owned(), "false".to_owned()),
+            ("TimeLimit".to_owned(), "3600".to_owned()),
         ]
     );
 
-    handle(event("outbound-call-url.json"), &app).await.unwrap();
+    handle(event("outbound-call-url.json"), &app, Deadline::NONE)
+        .await
+        .unwrap();
     let received = calls_received(&server).await;
     let url_form = form(&received[1]);
     let events: Vec<&str> = url_form
@@ -163,10 +166,10 @@ async fn each_sample_event_sends_one_correct_request() {
         "https://demo.twilio.com/docs/voice.xml".into()
     )));
 
-    handle(event("outbound-call-twiml.json"), &app)
+    handle(event("outbound-call-twiml.json"), &app, Deadline::NONE)
         .await
         .unwrap();
-    handle(event("outbound-call-schedule.json"), &app)
+    handle(event("outbound-call-schedule.json"), &app, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(calls_received(&server).await.len(), 4);
@@ -176,7 +179,7 @@ async fn each_sample_event_sends_one_correct_request() {
 async fn http_api_event_gets_201_and_bad_body_400() {
     let (server, app) = twilio_answering(created()).await;
 
-    let out = handle(event("outbound-call-http-api.json"), &app)
+    let out = handle(event("outbound-call-http-api.json"), &app, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(out["statusCode"], 201);
@@ -187,8 +190,8 @@ async fn http_api_event_gets_201_and_bad_body_400() {
     );
 
     let mut bad = event("outbound-call-http-api.json");
-    bad["body"] = json!(r#"{"to": "+449012345678", "say": "hi"}"#);
-    let out = handle(bad, &app).await.unwrap();
+    bad["body"] = json!(r#"{"to": "+442071838750", "say": "hi"}"#);
+    let out = handle(bad, &app, Deadline::NONE).await.unwrap();
     assert_eq!(out["statusCode"], 400);
     let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["error"]["type"], "NonRetryable.InvalidEvent");
@@ -196,13 +199,16 @@ async fn http_api_event_gets_201_and_bad_body_400() {
         !body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("9012345678"),
+            .contains("2071838750"),
         "number masked"
     );
 
     let mut get = event("outbound-call-http-api.json");
     get["requestContext"]["http"]["method"] = json!("GET");
-    assert_eq!(handle(get, &app).await.unwrap()["statusCode"], 405);
+    assert_eq!(
+        handle(get, &app, Deadline::NONE).await.unwrap()["statusCode"],
+        405
+    );
     assert_eq!(
         calls_received(&server).await.len(),
         1,
@@ -225,7 +231,9 @@ async fn rate_limited_three_times_then_created_places_exactly_one_call() {
         .mount(&server)
         .await;
     let app = app(&server).await;
-    let out = handle(event("outbound-call-url.json"), &app).await.unwrap();
+    let out = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
+        .await
+        .unwrap();
     assert_eq!(out["call_sid"], "CA0123456789abcdef0123456789abcdef");
     assert_eq!(
         calls_received(&server).await.len(),
@@ -237,7 +245,7 @@ async fn rate_limited_three_times_then_created_places_exactly_one_call() {
 #[tokio::test]
 async fn rate_limited_every_time_gives_up_retry_safe() {
     let (server, app) = twilio_answering(twilio_error(429, 20429, "Too Many Requests")).await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "Retryable.RateLimited");
@@ -252,7 +260,7 @@ async fn rate_limited_every_time_gives_up_retry_safe() {
 #[tokio::test]
 async fn server_error_after_the_call_was_recorded_is_never_retried() {
     let (server, app) = twilio_answering(twilio_error(500, 20500, "Internal Server Error")).await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert!(
@@ -279,7 +287,7 @@ async fn answer_slower_than_the_client_timeout_is_outcome_unknown() {
         Duration::from_millis(500),
     )
     .await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert_eq!(err.retry(), Retry::Unsafe, "{err}");
@@ -291,10 +299,10 @@ async fn invalid_number_is_rejected_once_with_twilios_code() {
     let (server, app) = twilio_answering(twilio_error(
         400,
         21211,
-        "The 'To' number +819012345678 is not a valid phone number.",
+        "The 'To' number +81312345678 is not a valid phone number.",
     ))
     .await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert!(
@@ -303,14 +311,14 @@ async fn invalid_number_is_rejected_once_with_twilios_code() {
     );
     assert_eq!(err.error_type(), "NonRetryable.TwilioRejected");
     assert!(
-        err.to_string().contains("21211") && !err.to_string().contains("9012345678"),
+        err.to_string().contains("21211") && !err.to_string().contains("1312345678"),
         "{err}"
     );
     assert_eq!(calls_received(&server).await.len(), 1);
 
     let mut http = event("outbound-call-http-api.json");
-    http["body"] = json!(r#"{"to": "+819012345678", "say": "hi"}"#);
-    let out = handle(http, &app).await.unwrap();
+    http["body"] = json!(r#"{"to": "+81312345678", "say": "hi"}"#);
+    let out = handle(http, &app, Deadline::NONE).await.unwrap();
     assert_eq!(out["statusCode"], 422);
     let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -338,7 +346,7 @@ async fn authentication_failure_rereads_credentials_once_then_fails() {
     )
     .await;
     assert_eq!(rule.num_calls(), 1, "credentials read during INIT");
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "NonRetryable.TwilioAuthentication");
@@ -378,7 +386,9 @@ async fn rotated_credentials_succeed_after_the_refresh() {
         Duration::from_secs(2),
     )
     .await;
-    let out = handle(event("outbound-call-url.json"), &app).await.unwrap();
+    let out = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
+        .await
+        .unwrap();
     assert_eq!(out["status"], "queued");
     assert_eq!(calls_received(&server).await.len(), 2);
 }
@@ -409,7 +419,7 @@ fn creds(token: &'static str) -> GetParametersOutput {
 async fn malformed_created_body_is_outcome_unknown() {
     let (server, app) =
         twilio_answering(ResponseTemplate::new(201).set_body_string("<html>")).await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert_eq!(err.retry(), Retry::Unsafe, "{err}");
@@ -449,7 +459,7 @@ async fn connection_reset_after_the_body_was_sent_is_outcome_unknown() {
         Duration::from_secs(2),
     )
     .await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert_eq!(err.retry(), Retry::Unsafe, "{err}");
@@ -474,52 +484,23 @@ async fn unreachable_twilio_is_retry_safe() {
         Duration::from_secs(2),
     )
     .await;
-    let err = handle(event("outbound-call-url.json"), &app)
+    let err = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
         .await
         .unwrap_err();
     assert_eq!(err.error_type(), "Retryable.TwilioUnreachable", "{err}");
 }
 
 #[tokio::test]
-async fn bad_events_send_nothing() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created())
-        .mount(&server)
-        .await;
-    let app = app(&server).await;
-    for bad in [
-        json!({"to": "+449012345678", "say": "not in the allow-list"}),
-        json!({"to": "+81 90 1234 5678", "say": "spaces"}),
-        json!({"to": "sip:alice@example.com", "say": "sip"}),
-        json!({"to": "+819012345678", "url": "http://example.com/plain-http"}),
-        json!({"to": "+819012345678", "say": "hi", "status_callback": "http://example.com/s"}),
-        json!({"to": "+819012345678", "twiml": "x".repeat(4001)}),
-        json!({"to": "+819012345678", "say": "hi", "unknown": true}),
-        json!({"to": "+819012345678"}),
-        json!("just a string"),
-    ] {
-        let err = handle(bad.clone(), &app).await.unwrap_err();
-        assert_eq!(
-            err.error_type(),
-            "NonRetryable.InvalidEvent",
-            "{bad}: {err}"
-        );
-    }
-    assert!(
-        calls_received(&server).await.is_empty(),
-        "no request reached Twilio"
-    );
-    let _ = CallEvent::from_json(b"{}").unwrap_err();
-}
-
-#[tokio::test]
 async fn diagnostics_carry_the_retry_class() {
     let server = MockServer::start().await;
     let app = app(&server).await;
-    let err = handle(json!({"to": "+449012345678", "say": "x"}), &app)
-        .await
-        .unwrap_err();
+    let err = handle(
+        json!({"to": "+442071838750", "say": "x"}),
+        &app,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap_err();
     let diagnostic: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diagnostic.error_type, "NonRetryable.InvalidEvent");
     assert!(
@@ -612,9 +593,11 @@ async fn the_first_call_reuses_the_connection_opened_during_init() {
         1,
         "INIT opened the connection"
     );
-    let out = handle(event("outbound-call-url.json"), &app).await.unwrap();
+    let out = handle(event("outbound-call-url.json"), &app, Deadline::NONE)
+        .await
+        .unwrap();
     assert_eq!(out["status"], "queued");
-    handle(event("outbound-call-say-ja.json"), &app)
+    handle(event("outbound-call-say-ja.json"), &app, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(
@@ -622,4 +605,93 @@ async fn the_first_call_reuses_the_connection_opened_during_init() {
         1,
         "the calls went over the connection from INIT: no handshake on the request path"
     );
+}
+
+/// Backoff slower than the time left: a second attempt could not finish before the deadline.
+fn slow_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 5,
+        first_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(2),
+        deadline_margin: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_retries_stop_before_the_deadline() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(twilio_error(429, 20429, "Too Many Requests"))
+        .mount(&server)
+        .await;
+    let app = app_with(
+        &server.uri(),
+        test_ssm(),
+        Duration::from_secs(2),
+        slow_retry(),
+    )
+    .await;
+    // Room for one attempt (2 s timeout + 0.5 s margin), not for a 1 s backoff and another.
+    let deadline = Deadline::at(Instant::now() + Duration::from_secs(3));
+    let err = handle(event("outbound-call-url.json"), &app, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Retryable.RateLimited", "{err}");
+    assert_eq!(err.retry(), Retry::Safe);
+    assert!(err.to_string().contains("deadline"), "{err}");
+    assert_eq!(
+        calls_received(&server).await.len(),
+        1,
+        "one attempt, then stop"
+    );
+}
+
+#[tokio::test]
+async fn no_attempt_starts_that_could_outlive_the_deadline() {
+    let (server, app) = twilio_answering(created()).await;
+    // A 2 s client timeout does not fit in 1 s: nothing is sent, and saying so is retry-safe.
+    let deadline = Deadline::at(Instant::now() + Duration::from_secs(1));
+    let err = handle(event("outbound-call-url.json"), &app, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Retryable.RateLimited", "{err}");
+    assert!(err.to_string().contains("nothing sent"), "{err}");
+    assert!(calls_received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_credentials_reread_obeys_the_deadline() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(
+            twilio_error(401, 20003, "Authenticate").set_delay(Duration::from_millis(800)),
+        )
+        .mount(&server)
+        .await;
+    let rule = ssm_rule();
+    let app = app_with(
+        &server.uri(),
+        test_support_mock(&rule),
+        Duration::from_secs(2),
+        fast_retry(),
+    )
+    .await;
+    // The first attempt fits (2.5 s needed of 3 s); after its 0.8 s answer a second does not.
+    let deadline = Deadline::at(Instant::now() + Duration::from_secs(3));
+    let err = handle(event("outbound-call-url.json"), &app, deadline)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Retryable.RateLimited", "{err}");
+    assert_eq!(rule.num_calls(), 1, "no re-read: only INIT read SSM");
+    assert_eq!(calls_received(&server).await.len(), 1);
+}
+
+fn test_ssm() -> Client {
+    test_support::ssm_with(CREDENTIALS)
+}
+
+fn test_support_mock(rule: &Rule) -> Client {
+    test_support::mock_ssm(&[rule])
 }

@@ -1,10 +1,12 @@
 //! Every log line outbound-call writes, through success, refusals and every Twilio failure, at
 //! DEBUG (more than Lambda's default INFO): no secret, no unmasked phone number.
 
-use outbound_call::config::Config;
+mod common;
+
 use outbound_call::handler::{App, handle};
 use serde_json::json;
 use test_support::LogCapture;
+use twilio_voice::calls::Deadline;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -12,25 +14,18 @@ const SECRET: &str = "s3cr3t-auth-token-value";
 const KEY_SECRET: &str = "api-key-s3cr3t-value";
 
 async fn app(server: &MockServer, api_key: bool) -> App {
-    let base = server.uri();
-    let mut vars = vec![
-        ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
-        ("TWILIO_FROM_NUMBER", "+15005550006"),
-        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
-        ("TWILIO_API_BASE_URL", base.as_str()),
-    ];
-    if api_key {
-        vars.extend([
+    let key: &[(&str, &str)] = if api_key {
+        &[
             ("TWILIO_API_KEY_SID_PARAMETER", "/key"),
             ("TWILIO_API_KEY_SECRET_PARAMETER", "/key-secret"),
-        ]);
+        ]
     } else {
-        vars.push(("TWILIO_AUTH_TOKEN_PARAMETER", "/token"));
-    }
-    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+        &[]
+    };
+    let config = common::config(&server.uri(), key);
     let ssm = test_support::ssm_with(&[
-        ("/sid", "AC0123456789abcdef0123456789abcdef"),
-        ("/token", SECRET),
+        ("/twilio/account-sid", common::SID),
+        ("/twilio/auth-token", SECRET),
         ("/key", "SK0123456789abcdef0123456789abcdef"),
         ("/key-secret", KEY_SECRET),
     ]);
@@ -50,7 +45,7 @@ async fn no_secret_or_phone_number_reaches_the_logs() {
     let created = ResponseTemplate::new(201)
         .set_body_json(json!({"sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"}));
     Mock::given(method("POST"))
-        .and(body_string_contains("To=%2B819012345678"))
+        .and(body_string_contains("To=%2B81312345678"))
         .respond_with(created)
         .mount(&server)
         .await;
@@ -94,28 +89,28 @@ async fn no_secret_or_phone_number_reaches_the_logs() {
     for api_key in [false, true] {
         let app = app(&server, api_key).await;
         let events = [
-            json!({"to": "+819012345678", "say": {"text": "テスト", "language": "ja-JP"}}),
+            json!({"to": "+81312345678", "say": {"text": "テスト", "language": "ja-JP"}}),
             json!({"to": "+14155550100", "say": "x"}),
             json!({"to": "+14155550101", "say": "x"}),
             json!({"to": "+14155550102", "say": "x"}),
             json!({"to": "+14155550103", "say": "x"}),
             json!({"to": "+442071838750", "say": "x"}),
             json!({"to": "+81 90 9876 5432", "say": "x"}),
-            json!({"to": "+819012345678", "from": "+15557654321x", "say": "x"}),
+            json!({"to": "+81312345678", "from": "+15557654321x", "say": "x"}),
         ];
         for event in events {
-            let _ = handle(event, &app).await;
+            let _ = handle(event, &app, Deadline::NONE).await;
         }
         let mut http: serde_json::Value = test_support::event("outbound-call-http-api.json");
-        let _ = handle(http.clone(), &app).await;
+        let _ = handle(http.clone(), &app, Deadline::NONE).await;
         http["body"] = json!(r#"{"to": "+442071838751", "say": "x"}"#);
-        let _ = handle(http, &app).await;
+        let _ = handle(http, &app, Deadline::NONE).await;
     }
 
     let lines = capture.assert_clean(&[
         SECRET,
         KEY_SECRET,
-        "9012345678",
+        "1312345678",
         "4155550100",
         "4155550101",
         "4155550102",
@@ -134,7 +129,7 @@ async fn no_secret_or_phone_number_reaches_the_logs() {
         "{text}"
     );
     assert!(
-        text.contains("to=+81********78") && text.contains("to=+14*******00"),
+        text.contains("to=+81*******78") && text.contains("to=+14*******00"),
         "masked numbers are logged: {text}"
     );
     assert!(text.contains("outcome unknown"), "{text}");

@@ -2,27 +2,21 @@
 //! OpenAPI document (`twilio_api_v2010.json` from `@twilio-alpha/mcp`), which answers 422 to
 //! anything off-spec and 401 to a request without Basic auth.
 
+mod common;
+
 use std::time::Duration;
 
-use outbound_call::config::Config;
+use common::SID;
 use outbound_call::handler::{App, handle};
-use twilio_voice::calls::{HttpTimeouts, RetryPolicy};
-
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
+use twilio_voice::calls::{Deadline, HttpTimeouts, RetryPolicy};
 
 #[tokio::test]
+#[ignore = "needs Prism (make test runs it)"]
 async fn every_sample_event_is_accepted_by_twilios_published_schema() {
     let prism = test_support::prism_twilio();
-    let ssm = test_support::ssm_with(&[("/sid", SID), ("/token", "prism-token")]);
+    let ssm = test_support::ssm_with(common::CREDENTIALS);
     let base = prism.url();
-    let vars = [
-        ("TWILIO_ACCOUNT_SID_PARAMETER", "/sid"),
-        ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
-        ("TWILIO_FROM_NUMBER", "+15005550006"),
-        ("ALLOWED_DESTINATION_PREFIXES", "+81,+1"),
-        ("TWILIO_API_BASE_URL", base.as_str()),
-    ];
-    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+    let config = common::config(&base, &[]);
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(2),
         total: Duration::from_secs(20),
@@ -37,7 +31,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         "outbound-call-say-ja.json",
         "outbound-call-schedule.json",
     ] {
-        let out = handle(test_support::event(name), &app)
+        let out = handle(test_support::event(name), &app, Deadline::NONE)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
@@ -45,9 +39,13 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
             "{name}: {out}"
         );
     }
-    let http = handle(test_support::event("outbound-call-http-api.json"), &app)
-        .await
-        .unwrap();
+    let http = handle(
+        test_support::event("outbound-call-http-api.json"),
+        &app,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
     assert_eq!(http["statusCode"], 201, "{http}");
 
     // The stand-in does refuse what breaks the schema: the test above could fail.
@@ -65,7 +63,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
         .post(&url)
         .basic_auth(SID, Some("t"))
         .form(&[
-            ("To", "+819012345678"),
+            ("To", "+81312345678"),
             ("From", "+15005550006"),
             ("Url", "https://e.com/x"),
             ("StatusCallbackMethod", "PATCH"),
@@ -77,7 +75,7 @@ async fn every_sample_event_is_accepted_by_twilios_published_schema() {
     let no_auth = client
         .post(&url)
         .form(&[
-            ("To", "+819012345678"),
+            ("To", "+81312345678"),
             ("From", "+15005550006"),
             ("Url", "https://e.com/x"),
         ])

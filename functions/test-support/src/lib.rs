@@ -120,7 +120,15 @@ pub fn aws_config_with(extra: &[(&str, &str)]) -> aws_types::SdkConfig {
         ("AWS_SECRET_ACCESS_KEY", "testing"),
     ];
     pairs.extend_from_slice(extra);
-    twilio_voice::aws::sdk_config(vars(&pairs), twilio_voice::aws::Resilience::default())
+    // A fresh moto_server loads each backend on its first request, which can outlast the
+    // functions' budget on a busy machine: tests get generous timeouts (they test behaviour).
+    let patient = twilio_voice::aws::Resilience {
+        operation_timeout: Duration::from_secs(60),
+        attempt_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(10),
+        max_attempts: 3,
+    };
+    twilio_voice::aws::sdk_config(vars(&pairs), patient)
         .expect("an SDK configuration for the stand-in")
 }
 
@@ -247,13 +255,21 @@ impl EventInbox {
     }
 }
 
-/// Stores a SecureString parameter.
+/// Stores a SecureString parameter. The first request to a fresh moto_server loads its SSM
+/// backend, which can take longer than the functions' 3 s SSM budget on a busy machine: seeding
+/// gets a generous timeout of its own, so that the reads under test then meet a warm stand-in.
 pub async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    let seeding = aws_sdk_ssm::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(60))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .build();
     ssm.put_parameter()
         .name(name)
         .value(value)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .overwrite(true)
+        .customize()
+        .config_override(aws_sdk_ssm::Config::builder().timeout_config(seeding))
         .send()
         .await
         .expect("put_parameter on the stand-in");

@@ -6,33 +6,35 @@
 //! 429 (the request was never processed) is retried, with exponential backoff and jitter.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::credentials::ApiCredentials;
-use crate::phone::{PhoneNumber, mask_digits};
-
-/// Twilio refuses inline TwiML longer than this (error 32018).
-pub const MAX_TWIML_CHARS: usize = 4000;
-/// Twilio refuses `SendDigits` longer than this.
-pub const MAX_SEND_DIGITS: usize = 32;
-/// Twilio's ring timeout range, in seconds.
-pub const MAX_RING_TIMEOUT: u32 = 600;
-/// Twilio's longest call (`TimeLimit`), in seconds.
-pub const MAX_TIME_LIMIT: u32 = 14_400;
+use crate::limits::{
+    RING_TIMEOUT_SECONDS, SEND_DIGITS_MAX, TIME_LIMIT_SECONDS, TWIML_MAX_CHARS, is_https_url,
+};
+use crate::phone::{PhoneError, PhoneNumber, mask_digits};
+use crate::twiml::inspect::{self, Refusal, UrlRefused};
 
 pub const DEFAULT_API_BASE_URL: &str = "https://api.twilio.com";
 
-/// One outbound call, ready to send.
+/// One outbound call as asked for, not yet checked: [`CallSpec::validate`] turns it into the
+/// [`CallRequest`] that [`CallsClient::create`] accepts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CallRequest {
+pub struct CallSpec {
     pub to: PhoneNumber,
     pub from: PhoneNumber,
     pub instructions: Instructions,
     pub options: CallOptions,
 }
+
+/// One outbound call that passed every check. Only [`CallSpec::validate`] makes one, so nothing
+/// unchecked can reach Twilio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRequest(CallSpec);
 
 /// What Twilio does when the call is answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +53,7 @@ pub struct CallOptions {
     pub machine_detection: Option<MachineDetection>,
     pub record: Option<bool>,
     pub time_limit: Option<u32>,
-    pub caller_id: Option<String>,
+    pub caller_id: Option<PhoneNumber>,
     pub send_digits: Option<String>,
 }
 
@@ -90,11 +92,26 @@ impl MachineDetection {
     }
 }
 
-/// Why a [`CallRequest`] cannot be sent; checked before anything leaves the function.
+/// Where calls may go and what they may cost: the operator's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallPolicy {
+    /// The destinations (`to` and every `<Dial>` target), TwiML URL prefixes and gated elements.
+    pub reach: inspect::Policy,
+    /// `TimeLimit` for a call that names none.
+    pub default_time_limit: u32,
+}
+
+/// Why a [`CallSpec`] cannot be sent; checked before anything leaves the function.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidCall {
+    #[error("to: {0}")]
+    Destination(PhoneError),
     #[error("inline TwiML is {0} characters; Twilio accepts at most 4000 (error 32018)")]
     TwimlTooLong(usize),
+    #[error("inline TwiML refused: {0}")]
+    Twiml(Refusal),
+    #[error("url: {0}")]
+    TwimlUrl(UrlRefused),
     #[error("{field} must be an https:// URL")]
     NotHttps { field: &'static str },
     #[error("{field} must be between {min} and {max}")]
@@ -105,59 +122,94 @@ pub enum InvalidCall {
     },
     #[error("send_digits may hold at most 32 of 0-9, *, #, w, W")]
     BadSendDigits,
-    #[error("caller_id must not be empty")]
-    EmptyCallerId,
 }
 
-impl CallRequest {
-    /// Checks Twilio's published limits, so that a request bound to fail is never sent.
-    pub fn validate(&self) -> Result<(), InvalidCall> {
+impl CallSpec {
+    /// Checks the destination allow-list, what the TwiML can reach and Twilio's published limits,
+    /// so that a request bound to fail, or to reach a party it should not, is never sent. A call
+    /// without a `TimeLimit` gets the policy's.
+    pub fn validate(mut self, policy: &CallPolicy) -> Result<CallRequest, InvalidCall> {
+        policy
+            .reach
+            .destinations
+            .check(&self.to)
+            .map_err(InvalidCall::Destination)?;
         match &self.instructions {
-            Instructions::Url(url) => require_https("url", url)?,
+            Instructions::Url(url) => {
+                if !is_https_url(url) {
+                    return Err(InvalidCall::NotHttps { field: "url" });
+                }
+                policy
+                    .reach
+                    .urls
+                    .check(url)
+                    .map_err(InvalidCall::TwimlUrl)?;
+            }
             Instructions::Twiml(twiml) => {
                 let chars = twiml.chars().count();
-                if chars > MAX_TWIML_CHARS {
+                if chars > TWIML_MAX_CHARS {
                     return Err(InvalidCall::TwimlTooLong(chars));
                 }
+                inspect::inspect(twiml, &policy.reach).map_err(InvalidCall::Twiml)?;
             }
         }
-        let o = &self.options;
-        if let Some(url) = &o.status_callback {
-            require_https("status_callback", url)?;
+        let o = &mut self.options;
+        if o.status_callback
+            .as_deref()
+            .is_some_and(|url| !is_https_url(url))
+        {
+            return Err(InvalidCall::NotHttps {
+                field: "status_callback",
+            });
         }
         if let Some(t) = o.timeout {
-            in_range("timeout", t, 1, MAX_RING_TIMEOUT)?;
+            in_range("timeout", t, &RING_TIMEOUT_SECONDS)?;
         }
-        if let Some(t) = o.time_limit {
-            in_range("time_limit", t, 1, MAX_TIME_LIMIT)?;
-        }
+        let time_limit = *o.time_limit.get_or_insert(policy.default_time_limit);
+        in_range("time_limit", time_limit, &TIME_LIMIT_SECONDS)?;
         if let Some(d) = &o.send_digits {
             let ok = !d.is_empty()
-                && d.len() <= MAX_SEND_DIGITS
+                && d.len() <= SEND_DIGITS_MAX
                 && d.bytes()
                     .all(|b| b.is_ascii_digit() || b"*#wW".contains(&b));
             if !ok {
                 return Err(InvalidCall::BadSendDigits);
             }
         }
-        if o.caller_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
-            return Err(InvalidCall::EmptyCallerId);
-        }
-        Ok(())
+        Ok(CallRequest(self))
+    }
+}
+
+impl CallRequest {
+    pub fn to(&self) -> &PhoneNumber {
+        &self.0.to
+    }
+
+    pub fn from(&self) -> &PhoneNumber {
+        &self.0.from
+    }
+
+    pub fn instructions(&self) -> &Instructions {
+        &self.0.instructions
+    }
+
+    pub fn options(&self) -> &CallOptions {
+        &self.0.options
     }
 
     /// The form body, `StatusCallbackEvent` repeated once per event (Twilio refuses a
     /// comma-joined list with 21626).
     pub fn form(&self) -> Vec<(&'static str, String)> {
+        let call = &self.0;
         let mut form = vec![
-            ("To", self.to.as_str().to_owned()),
-            ("From", self.from.as_str().to_owned()),
+            ("To", call.to.as_str().to_owned()),
+            ("From", call.from.as_str().to_owned()),
         ];
-        match &self.instructions {
+        match &call.instructions {
             Instructions::Url(url) => form.push(("Url", url.clone())),
             Instructions::Twiml(twiml) => form.push(("Twiml", twiml.clone())),
         }
-        let o = &self.options;
+        let o = &call.options;
         if let Some(url) = &o.status_callback {
             form.push(("StatusCallback", url.clone()));
             form.push(("StatusCallbackMethod", "POST".to_owned()));
@@ -178,7 +230,7 @@ impl CallRequest {
             form.push(("TimeLimit", t.to_string()));
         }
         if let Some(c) = &o.caller_id {
-            form.push(("CallerId", c.clone()));
+            form.push(("CallerId", c.as_str().to_owned()));
         }
         if let Some(d) = &o.send_digits {
             form.push(("SendDigits", d.clone()));
@@ -187,23 +239,19 @@ impl CallRequest {
     }
 }
 
-fn require_https(field: &'static str, url: &str) -> Result<(), InvalidCall> {
-    // The URL goes to Twilio as written: the parser's leniency (trimmed spaces, dropped tabs)
-    // must not let through what Twilio would refuse.
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(InvalidCall::NotHttps { field });
-    }
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "https" && u.host().is_some() => Ok(()),
-        _ => Err(InvalidCall::NotHttps { field }),
-    }
-}
-
-fn in_range(field: &'static str, value: u32, min: u32, max: u32) -> Result<(), InvalidCall> {
-    if (min..=max).contains(&value) {
+fn in_range(
+    field: &'static str,
+    value: u32,
+    range: &std::ops::RangeInclusive<u32>,
+) -> Result<(), InvalidCall> {
+    if range.contains(&value) {
         Ok(())
     } else {
-        Err(InvalidCall::OutOfRange { field, min, max })
+        Err(InvalidCall::OutOfRange {
+            field,
+            min: *range.start(),
+            max: *range.end(),
+        })
     }
 }
 
@@ -266,9 +314,14 @@ pub enum CallError {
     /// 401 / 20003: the credentials are wrong (or were just rotated).
     #[error("Twilio refused the credentials: {0}")]
     Authentication(TwilioError),
-    /// 429 / 20429 on every attempt: Twilio never processed the request.
-    #[error("Twilio kept answering 429 after {attempts} attempts: {last}")]
-    RateLimited { attempts: usize, last: TwilioError },
+    /// Nothing was processed: 429 / 20429 on every attempt, or no time left before the
+    /// invocation's deadline for another attempt.
+    #[error("{}", rate_limited_message(*attempts, last.as_ref(), *out_of_time))]
+    RateLimited {
+        attempts: usize,
+        last: Option<TwilioError>,
+        out_of_time: bool,
+    },
     /// The request never reached Twilio (DNS, connect, TLS).
     #[error("could not reach Twilio: {0}")]
     Unreachable(String),
@@ -277,20 +330,151 @@ pub enum CallError {
     OutcomeUnknown(String),
 }
 
-impl CallError {
-    /// Whether sending the same request again cannot place a second call.
-    pub fn retry_safe(&self) -> bool {
-        matches!(self, Self::RateLimited { .. } | Self::Unreachable(_))
+fn rate_limited_message(attempts: usize, last: Option<&TwilioError>, out_of_time: bool) -> String {
+    let why = if out_of_time {
+        "stopped: too little time left before the function's deadline for another attempt"
+    } else {
+        "Twilio kept answering 429"
+    };
+    match last {
+        Some(last) => format!("{why} after {attempts} attempts, nothing processed: {last}"),
+        None => format!("{why} after {attempts} attempts, nothing sent"),
     }
+}
 
+impl CallError {
     /// The Twilio error code, when Twilio gave one.
     pub fn twilio_code(&self) -> Option<u32> {
         match self {
-            Self::Rejected(e) | Self::Authentication(e) | Self::RateLimited { last: e, .. } => {
-                e.code
-            }
+            Self::Rejected(e) | Self::Authentication(e) => e.code,
+            Self::RateLimited { last, .. } => last.as_ref().and_then(|e| e.code),
             Self::Unreachable(_) | Self::OutcomeUnknown(_) => None,
         }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Rejected(_) => ErrorClass::TwilioRejected,
+            Self::Authentication(_) => ErrorClass::TwilioAuthentication,
+            Self::RateLimited { .. } => ErrorClass::RateLimited,
+            Self::Unreachable(_) => ErrorClass::TwilioUnreachable,
+            Self::OutcomeUnknown(_) => ErrorClass::CallMayExist,
+        }
+    }
+}
+
+/// Every way placing a call can fail, as callers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidEvent,
+    TwilioRejected,
+    TwilioAuthentication,
+    CredentialsMisconfigured,
+    RateLimited,
+    TwilioUnreachable,
+    CredentialsUnavailable,
+    CallMayExist,
+}
+
+/// Whether the same request may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached Twilio, or Twilio did not process it: trying again cannot dial twice.
+    Safe,
+    /// Cannot dial twice either, but will fail the same way until the event or setup changes.
+    Pointless,
+    /// The call may exist: never retry blindly.
+    Unsafe,
+}
+
+impl Retry {
+    /// Whether trying again cannot place a second call.
+    pub fn cannot_duplicate(self) -> bool {
+        self != Retry::Unsafe
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retry::Safe => "safe",
+            Retry::Pointless => "pointless",
+            Retry::Unsafe => "unsafe",
+        }
+    }
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::InvalidEvent,
+        ErrorClass::TwilioRejected,
+        ErrorClass::TwilioAuthentication,
+        ErrorClass::CredentialsMisconfigured,
+        ErrorClass::RateLimited,
+        ErrorClass::TwilioUnreachable,
+        ErrorClass::CredentialsUnavailable,
+        ErrorClass::CallMayExist,
+    ];
+
+    /// The one table: Lambda `errorType` (also the HTTP body's `error.type`), HTTP status and
+    /// retry advice of each class. README's error table says the same.
+    pub const fn describe(self) -> (&'static str, u16, Retry) {
+        match self {
+            Self::InvalidEvent => ("NonRetryable.InvalidEvent", 400, Retry::Pointless),
+            Self::TwilioRejected => ("NonRetryable.TwilioRejected", 422, Retry::Pointless),
+            Self::TwilioAuthentication => {
+                ("NonRetryable.TwilioAuthentication", 502, Retry::Pointless)
+            }
+            Self::CredentialsMisconfigured => (
+                "NonRetryable.CredentialsMisconfigured",
+                500,
+                Retry::Pointless,
+            ),
+            Self::RateLimited => ("Retryable.RateLimited", 503, Retry::Safe),
+            Self::TwilioUnreachable => ("Retryable.TwilioUnreachable", 503, Retry::Safe),
+            Self::CredentialsUnavailable => ("Retryable.CredentialsUnavailable", 503, Retry::Safe),
+            Self::CallMayExist => ("OutcomeUnknown.CallMayExist", 502, Retry::Unsafe),
+        }
+    }
+
+    pub const fn error_type(self) -> &'static str {
+        self.describe().0
+    }
+
+    pub const fn http_status(self) -> u16 {
+        self.describe().1
+    }
+
+    pub const fn retry(self) -> Retry {
+        self.describe().2
+    }
+}
+
+/// When the invocation must have answered (Lambda's deadline). No request to Twilio starts
+/// unless its whole timeout, plus a margin, fits before it: Lambda would otherwise kill the
+/// function mid-request, and the caller would not learn whether the call exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline (tools and tests that are not a Lambda invocation).
+    pub const NONE: Deadline = Deadline(None);
+
+    pub fn at(instant: Instant) -> Self {
+        Self(Some(instant))
+    }
+
+    /// From Lambda's deadline (milliseconds since the Unix epoch) read at `now`.
+    pub fn from_epoch_millis(deadline_ms: u64, now: SystemTime) -> Self {
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        Self(Some(Instant::now() + left))
+    }
+
+    /// Whether `needed` fits before the deadline, starting now.
+    pub fn allows(&self, needed: Duration) -> bool {
+        self.0
+            .is_none_or(|deadline| Instant::now() + needed < deadline)
     }
 }
 
@@ -301,6 +485,8 @@ pub struct RetryPolicy {
     pub attempts: usize,
     pub first_delay: Duration,
     pub max_delay: Duration,
+    /// Time kept in hand after an attempt's whole timeout before the deadline, to answer.
+    pub deadline_margin: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -309,6 +495,7 @@ impl Default for RetryPolicy {
             attempts: 5,
             first_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
+            deadline_margin: Duration::from_secs(1),
         }
     }
 }
@@ -335,6 +522,7 @@ pub struct CallsClient {
     http: reqwest::Client,
     base_url: String,
     retry: RetryPolicy,
+    attempt_timeout: Duration,
 }
 
 enum Attempt {
@@ -358,6 +546,7 @@ impl CallsClient {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             retry,
+            attempt_timeout: timeouts.total,
         })
     }
 
@@ -375,39 +564,67 @@ impl CallsClient {
         }
     }
 
-    /// Places one call. 429 is retried with backoff; nothing else is.
+    /// Whether one more attempt, `delay` from now, would end before `deadline` with time to
+    /// answer. The handler asks it too before re-reading credentials after a 20003.
+    pub fn attempt_fits(&self, deadline: Deadline, delay: Duration) -> bool {
+        deadline.allows(delay + self.attempt_timeout + self.retry.deadline_margin)
+    }
+
+    /// Places one call. 429 is retried with backoff while attempts remain and the next one fits
+    /// before `deadline`; nothing else is retried.
     pub async fn create(
         &self,
         creds: &ApiCredentials,
         call: &CallRequest,
+        deadline: Deadline,
     ) -> Result<CallCreated, CallError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Calls.json",
             self.base_url, creds.account_sid
         );
         let form = call.form();
-        let backoff = ExponentialBuilder::default()
+        let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.retry.first_delay)
             .with_max_delay(self.retry.max_delay)
             .with_max_times(self.retry.attempts.saturating_sub(1))
-            .with_jitter();
+            .with_jitter()
+            .build();
         let mut attempts = 0;
-        let result = (|| {
-            attempts += 1;
-            self.attempt(&url, creds, &form)
-        })
-        .retry(backoff)
-        .when(|a| matches!(a, Attempt::Throttled(_)))
-        .notify(|a, delay| {
-            if let Attempt::Throttled(e) = a {
-                tracing::warn!(code = ?e.code, delay_ms = delay.as_millis() as u64, "Twilio answered 429; backing off");
+        let mut delay = Duration::ZERO;
+        let mut last = None;
+        loop {
+            if !self.attempt_fits(deadline, delay) {
+                tracing::warn!(
+                    attempts,
+                    "no time left for another attempt before the deadline"
+                );
+                return Err(CallError::RateLimited {
+                    attempts,
+                    last,
+                    out_of_time: true,
+                });
             }
-        })
-        .await;
-        result.map_err(|a| match a {
-            Attempt::Throttled(last) => CallError::RateLimited { attempts, last },
-            Attempt::Final(e) => e,
-        })
+            tokio::time::sleep(delay).await;
+            attempts += 1;
+            match self.attempt(&url, creds, &form).await {
+                Ok(created) => return Ok(created),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Throttled(e)) => match delays.next() {
+                    Some(next) => {
+                        tracing::warn!(code = ?e.code, delay_ms = next.as_millis() as u64, "Twilio answered 429; backing off");
+                        delay = next;
+                        last = Some(e);
+                    }
+                    None => {
+                        return Err(CallError::RateLimited {
+                            attempts,
+                            last: Some(e),
+                            out_of_time: false,
+                        });
+                    }
+                },
+            }
+        }
     }
 
     async fn attempt(
@@ -434,9 +651,10 @@ impl CallsClient {
         })?;
         match status {
             200..=299 => serde_json::from_slice::<CallCreated>(&body).map_err(|e| {
-                Attempt::Final(CallError::OutcomeUnknown(format!(
+                // serde repeats values from the body: mask any phone number among them.
+                Attempt::Final(CallError::OutcomeUnknown(mask_digits(&format!(
                     "HTTP {status} but the body is not a call resource: {e}"
-                )))
+                ))))
             }),
             429 => Err(Attempt::Throttled(TwilioError::from_response(
                 status, &body,
@@ -484,9 +702,22 @@ fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phone::AllowList;
+    use crate::twiml::inspect::{GatedElements, UrlPrefixes};
 
-    fn call() -> CallRequest {
-        CallRequest {
+    fn policy() -> CallPolicy {
+        CallPolicy {
+            reach: inspect::Policy {
+                destinations: AllowList::parse("+81,+1").unwrap(),
+                urls: UrlPrefixes::parse("https://example.com/").unwrap(),
+                gated: GatedElements::default(),
+            },
+            default_time_limit: 3600,
+        }
+    }
+
+    fn spec() -> CallSpec {
+        CallSpec {
             to: "+81312345678".parse().unwrap(),
             from: "+15005550006".parse().unwrap(),
             instructions: Instructions::Url("https://example.com/twiml".into()),
@@ -494,22 +725,31 @@ mod tests {
         }
     }
 
+    fn with(change: impl FnOnce(&mut CallSpec)) -> CallSpec {
+        let mut spec = spec();
+        change(&mut spec);
+        spec
+    }
+
     #[test]
     fn form_repeats_status_callback_events() {
-        let mut c = call();
-        c.options = CallOptions {
-            status_callback: Some("https://example.com/status".into()),
-            status_callback_events: vec![
-                StatusCallbackEvent::Initiated,
-                StatusCallbackEvent::Completed,
-            ],
-            timeout: Some(30),
-            machine_detection: Some(MachineDetection::Enable),
-            record: Some(false),
-            time_limit: Some(120),
-            caller_id: Some("+15005550006".into()),
-            send_digits: Some("1234#".into()),
-        };
+        let c = with(|c| {
+            c.options = CallOptions {
+                status_callback: Some("https://example.com/status".into()),
+                status_callback_events: vec![
+                    StatusCallbackEvent::Initiated,
+                    StatusCallbackEvent::Completed,
+                ],
+                timeout: Some(30),
+                machine_detection: Some(MachineDetection::Enable),
+                record: Some(false),
+                time_limit: Some(120),
+                caller_id: Some("+15005550006".parse().unwrap()),
+                send_digits: Some("1234#".into()),
+            }
+        })
+        .validate(&policy())
+        .unwrap();
         let form = c.form();
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(
@@ -533,55 +773,124 @@ mod tests {
     }
 
     #[test]
-    fn validate_enforces_twilio_limits() {
-        assert_eq!(call().validate(), Ok(()));
-        let mut c = call();
-        c.instructions = Instructions::Twiml("あ".repeat(4000));
+    fn a_call_without_a_time_limit_gets_the_policys() {
+        let request = spec().validate(&policy()).unwrap();
+        assert_eq!(request.options().time_limit, Some(3600));
+        assert!(request.form().contains(&("TimeLimit", "3600".to_owned())));
+        let mut short = policy();
+        short.default_time_limit = 60;
         assert_eq!(
-            c.validate(),
-            Ok(()),
-            "the limit counts characters, not bytes"
+            spec().validate(&short).unwrap().options().time_limit,
+            Some(60)
         );
-        c.instructions = Instructions::Twiml("a".repeat(4001));
-        assert_eq!(c.validate(), Err(InvalidCall::TwimlTooLong(4001)));
+    }
 
-        let mut c = call();
-        c.instructions = Instructions::Url("http://example.com/twiml".into());
-        assert_eq!(c.validate(), Err(InvalidCall::NotHttps { field: "url" }));
-        let mut c = call();
-        c.instructions = Instructions::Url(" https://example.com/twiml".into());
-        assert_eq!(c.validate(), Err(InvalidCall::NotHttps { field: "url" }));
-        let mut c = call();
-        c.options.status_callback = Some("ftp://example.com".into());
-        assert_eq!(
-            c.validate(),
-            Err(InvalidCall::NotHttps {
-                field: "status_callback"
-            })
+    #[test]
+    fn twiml_length_counts_characters() {
+        let ok = with(|c| {
+            c.instructions = Instructions::Twiml(format!(
+                "<Response><Say>{}</Say></Response>",
+                "あ".repeat(3968)
+            ))
+        });
+        assert!(
+            ok.validate(&policy()).is_ok(),
+            "4000 characters, 12000 bytes"
         );
-        let mut c = call();
-        c.options.timeout = Some(601);
-        assert!(matches!(
-            c.validate(),
-            Err(InvalidCall::OutOfRange {
-                field: "timeout",
-                ..
-            })
-        ));
-        let mut c = call();
-        c.options.time_limit = Some(0);
-        assert!(matches!(
-            c.validate(),
-            Err(InvalidCall::OutOfRange {
-                field: "time_limit",
-                ..
-            })
-        ));
-        for digits in ["", "12a", &"1".repeat(33)] {
-            let mut c = call();
-            c.options.send_digits = Some(digits.to_owned());
-            assert_eq!(c.validate(), Err(InvalidCall::BadSendDigits), "{digits:?}");
+    }
+
+    /// The domain layer's bad-input table: specs an event cannot always express (typed numbers,
+    /// a policy), one row per rule of `CallSpec::validate`. Bad *events* are in
+    /// outbound-call's tests/bad_inputs.rs; bad *TwiML* in twiml::inspect.
+    #[test]
+    fn every_rule_refuses_with_its_reason() {
+        let rows: Vec<(&str, CallSpec, &str)> = vec![
+            (
+                "to outside the allow-list",
+                with(|c| c.to = "+442071838750".parse().unwrap()),
+                "allowed prefixes",
+            ),
+            (
+                "TwiML over 4000 characters",
+                with(|c| c.instructions = Instructions::Twiml("a".repeat(4001))),
+                "4000",
+            ),
+            (
+                "TwiML dialling outside the allow-list",
+                with(|c| {
+                    c.instructions = Instructions::Twiml(
+                        "<Response><Dial>+442071838750</Dial></Response>".into(),
+                    )
+                }),
+                "allowed prefixes",
+            ),
+            (
+                "url over http",
+                with(|c| c.instructions = Instructions::Url("http://example.com/twiml".into())),
+                "url must be an https",
+            ),
+            (
+                "url with a leading space",
+                with(|c| c.instructions = Instructions::Url(" https://example.com/twiml".into())),
+                "url must be an https",
+            ),
+            (
+                "url outside the prefixes",
+                with(|c| c.instructions = Instructions::Url("https://evil.example/twiml".into())),
+                "ALLOWED_TWIML_URL_PREFIXES",
+            ),
+            (
+                "status callback over ftp",
+                with(|c| c.options.status_callback = Some("ftp://example.com".into())),
+                "status_callback must be an https",
+            ),
+            (
+                "ring timeout 0",
+                with(|c| c.options.timeout = Some(0)),
+                "timeout must be between 1 and 600",
+            ),
+            (
+                "ring timeout 601",
+                with(|c| c.options.timeout = Some(601)),
+                "timeout must be between 1 and 600",
+            ),
+            (
+                "time limit 0",
+                with(|c| c.options.time_limit = Some(0)),
+                "time_limit must be between 1 and 14400",
+            ),
+            (
+                "time limit over 4 hours",
+                with(|c| c.options.time_limit = Some(14_401)),
+                "time_limit must be between 1 and 14400",
+            ),
+            (
+                "empty send_digits",
+                with(|c| c.options.send_digits = Some(String::new())),
+                "send_digits",
+            ),
+            (
+                "letters in send_digits",
+                with(|c| c.options.send_digits = Some("12a".into())),
+                "send_digits",
+            ),
+            (
+                "33 send_digits",
+                with(|c| c.options.send_digits = Some("1".repeat(33))),
+                "send_digits",
+            ),
+        ];
+        for (what, spec, phrase) in rows {
+            let err = spec.validate(&policy()).expect_err(what).to_string();
+            assert!(err.contains(phrase), "{what}: {err}");
         }
+        let mut no_prefixes = policy();
+        no_prefixes.reach.urls = UrlPrefixes::none();
+        let err = spec().validate(&no_prefixes).unwrap_err().to_string();
+        assert!(
+            err.contains("ALLOWED_TWIML_URL_PREFIXES is not set"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -600,18 +909,61 @@ mod tests {
     }
 
     #[test]
-    fn retry_safety_follows_the_policy() {
+    fn each_error_has_its_class() {
         let e = TwilioError::from_response(400, b"{}");
-        assert!(!CallError::Rejected(e.clone()).retry_safe());
-        assert!(!CallError::Authentication(e.clone()).retry_safe());
-        assert!(!CallError::OutcomeUnknown("x".into()).retry_safe());
-        assert!(
-            CallError::RateLimited {
-                attempts: 5,
-                last: e
-            }
-            .retry_safe()
-        );
-        assert!(CallError::Unreachable("x".into()).retry_safe());
+        let cases = [
+            (CallError::Rejected(e.clone()), ErrorClass::TwilioRejected),
+            (
+                CallError::Authentication(e.clone()),
+                ErrorClass::TwilioAuthentication,
+            ),
+            (
+                CallError::RateLimited {
+                    attempts: 5,
+                    last: Some(e),
+                    out_of_time: false,
+                },
+                ErrorClass::RateLimited,
+            ),
+            (
+                CallError::Unreachable("x".into()),
+                ErrorClass::TwilioUnreachable,
+            ),
+            (
+                CallError::OutcomeUnknown("x".into()),
+                ErrorClass::CallMayExist,
+            ),
+        ];
+        for (error, class) in cases {
+            assert_eq!(error.class(), class, "{error}");
+        }
+        // Only a call that may exist is unsafe to try again; only what was not processed is
+        // worth trying again.
+        for class in ErrorClass::ALL {
+            let retry = class.retry();
+            assert_eq!(
+                retry.cannot_duplicate(),
+                class != ErrorClass::CallMayExist,
+                "{class:?}"
+            );
+            assert_eq!(
+                retry == Retry::Safe,
+                class.error_type().starts_with("Retryable."),
+                "{class:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_counts_from_lambdas_epoch_milliseconds() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let deadline = Deadline::from_epoch_millis(1_800_000_000_000 + 5_000, now);
+        assert!(deadline.allows(Duration::from_millis(4_900)));
+        assert!(!deadline.allows(Duration::from_millis(5_000)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!deadline.allows(Duration::from_millis(3_000)));
+        assert!(Deadline::NONE.allows(Duration::from_secs(86_400)));
+        let past = Deadline::from_epoch_millis(1_000, now);
+        assert!(!past.allows(Duration::ZERO));
     }
 }

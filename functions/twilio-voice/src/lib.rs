@@ -7,6 +7,7 @@ pub mod calls;
 pub mod credentials;
 pub mod events;
 pub mod ledger;
+pub mod limits;
 pub mod logging;
 pub mod pacing;
 pub mod phone;

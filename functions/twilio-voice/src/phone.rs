@@ -85,17 +85,18 @@ pub fn mask(raw: &str) -> String {
 }
 
 /// Masks every run of six or more digits (with its `+`) in free text, such as the phone numbers
-/// Twilio echoes in its error messages.
+/// Twilio echoes in its error messages or serde repeats in its own. Any script's digits count
+/// (`＋８１…` is as much a phone number in a log as `+81…`).
 pub fn mask_digits(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        let digits = run.trim_start_matches('+').len();
+        let digits = run.trim_start_matches(['+', '＋']).chars().count();
         out.push_str(&if digits >= 6 { mask(run) } else { run.clone() });
         run.clear();
     };
     for c in text.chars() {
-        if c.is_ascii_digit() || (c == '+' && run.is_empty()) {
+        if c.is_numeric() || (matches!(c, '+' | '＋') && run.is_empty()) {
             run.push(c);
         } else {
             flush(&mut run, &mut out);
@@ -208,6 +209,15 @@ mod tests {
             "The 'To' number +81*******78 is not valid (code 21211, 815****34)."
         );
         assert_eq!(mask_digits("a+b 12345"), "a+b 12345");
+        assert_eq!(
+            mask_digits("invalid type: integer `819012345678`, expected a string"),
+            "invalid type: integer `819*******78`, expected a string"
+        );
+        assert_eq!(
+            mask_digits("unknown variant `＋８１９０１２３４５６７８`"),
+            "unknown variant `＋８１********７８`"
+        );
+        assert_eq!(mask_digits("+٨١٩٠١٢٣٤٥٦٧٨"), "+٨١********٧٨");
     }
 
     #[test]

@@ -6,7 +6,15 @@
 //! takes about a megabyte off each bootstrap. TLS trusts the Amazon Trust Services roots, which
 //! AWS's own endpoints chain to, instead of parsing the whole system store at every cold start
 //! (several milliseconds); `AWS_CA_BUNDLE` adds roots for an endpoint that needs others.
+//!
+//! Every read is bounded: [`ATTEMPT_TIMEOUT`] per attempt, [`MAX_ATTEMPTS`] attempts, and
+//! [`OPERATION_TIMEOUT`] for all of them, so a throttled or hanging SSM costs a webhook seconds,
+//! not the function's whole timeout, and a flood cannot multiply into many retries.
 
+use std::time::Duration;
+
+use aws_sdk_ssm::config::retry::RetryConfig;
+use aws_sdk_ssm::config::timeout::TimeoutConfig;
 use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
@@ -15,7 +23,19 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
+use crate::credentials::{self, CredentialsError};
 use crate::settings::{Settings, SettingsError};
+
+/// One attempt (connect, send, answer) gives up after this; SSM answers in milliseconds.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A read, retries and backoff included, gives up after this.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// The SDK's standard retry (throttling, 5xx, timeouts), with one retry: a second attempt
+/// rides out a blip; more would only add load to an account-wide quota that is already spent.
+pub const MAX_ATTEMPTS: u32 = 2;
+/// First backoff before the retry (the SDK adds full jitter). Short, so that the retry always
+/// starts within [`OPERATION_TIMEOUT`] even after an attempt that timed out.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Amazon Root CA 1–4, as published at <https://www.amazontrust.com/repository/>. (The
 /// Starfield root that cross-signs them only matters to clients that lack these.)
@@ -58,7 +78,18 @@ pub fn client(
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region))
         .credentials_provider(credentials)
-        .http_client(http);
+        .http_client(http)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(INITIAL_BACKOFF),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        );
     if let Some(endpoint) = settings
         .get("AWS_ENDPOINT_URL_SSM")
         .or_else(|| settings.get("AWS_ENDPOINT_URL"))
@@ -66,6 +97,16 @@ pub fn client(
         config = config.endpoint_url(endpoint);
     }
     Ok(aws_sdk_ssm::Client::from_conf(config.build()))
+}
+
+/// Reads one parameter that is not a secret (a call-flow document): a String, or a
+/// SecureString decrypted, as text. A missing or empty parameter is an error naming it.
+///
+/// It is one `GetParameters` call (the functions' policies allow only that action).
+pub async fn read_text(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String, CredentialsError> {
+    credentials::get_parameters(ssm, &[name])
+        .await?
+        .take_text(name)
 }
 
 /// Loads a PEM bundle the way the SDK's connector will at the first request, where a bad one
@@ -145,6 +186,20 @@ mod tests {
         let client = client(env(LAMBDA)).unwrap();
         let config = client.config();
         assert_eq!(config.region().map(|r| r.as_ref()), Some("ap-northeast-1"));
+    }
+
+    #[tokio::test]
+    async fn reads_are_bounded_in_time_and_attempts() {
+        let client = client(env(LAMBDA)).unwrap();
+        let config = client.config();
+        let retry = config.retry_config().expect("a retry config");
+        assert_eq!(retry.max_attempts(), MAX_ATTEMPTS);
+        assert_eq!(retry.initial_backoff(), INITIAL_BACKOFF);
+        let timeouts = config.timeout_config().expect("a timeout config");
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(timeouts.operation_timeout(), Some(OPERATION_TIMEOUT));
+        // The retry must fit: an attempt that timed out, then the longest first backoff.
+        assert!(ATTEMPT_TIMEOUT + INITIAL_BACKOFF < OPERATION_TIMEOUT);
     }
 
     #[tokio::test]
