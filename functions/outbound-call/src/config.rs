@@ -1,9 +1,11 @@
 //! Start-up configuration, read once from the environment. A missing or malformed setting
 //! stops the function at INIT with the setting's name.
 
+use std::num::NonZeroU32;
+
 use twilio_voice::calls::{CallPolicy, DEFAULT_API_BASE_URL};
 use twilio_voice::credentials::{ApiAuthSpec, ApiCredentialSpec};
-use twilio_voice::limits::{DEFAULT_TIME_LIMIT_SECONDS, TIME_LIMIT_SECONDS};
+use twilio_voice::limits::{DEFAULT_TIME_LIMIT_SECONDS, TIME_LIMIT_SECONDS, is_https_url};
 use twilio_voice::phone::{AllowList, PhoneNumber};
 use twilio_voice::settings::Settings;
 use twilio_voice::twiml::inspect::{self, GatedElements, UrlPrefixes};
@@ -16,6 +18,18 @@ pub struct Config {
     /// Where calls may go (`to`, inline TwiML's parties and URLs) and their default TimeLimit.
     pub policy: CallPolicy,
     pub api_base_url: String,
+    /// `CALL_LEDGER_TABLE`: the DynamoDB table that makes every request dial at most once.
+    pub ledger_table: Option<String>,
+    /// `EVENT_BUS_NAME`: where `Call Failed` is published (none without it).
+    pub event_bus: Option<String>,
+    /// `STATUS_CALLBACK_URL`: incoming-call's `/status`, set on every call that names no
+    /// status callback of its own, so the ledger learns the outcome.
+    pub status_callback: Option<String>,
+    /// `CALLS_PER_SECOND`: the account's CPS (Twilio's default is 1).
+    pub calls_per_second: NonZeroU32,
+    /// `BULK_MAX_CONCURRENCY`: the SQS event source mapping's `MaximumConcurrency`; each
+    /// instance takes this share of the CPS.
+    pub bulk_consumers: NonZeroU32,
 }
 
 pub use twilio_voice::settings::SettingsError as ConfigError;
@@ -58,7 +72,27 @@ impl Config {
         let api_base_url =
             get("TWILIO_API_BASE_URL").unwrap_or_else(|| DEFAULT_API_BASE_URL.to_owned());
         check_api_base_url(&api_base_url)?;
+        let status_callback = settings.parse("STATUS_CALLBACK_URL", |v| {
+            if is_https_url(v) {
+                Ok(v.to_owned())
+            } else {
+                Err("expected an https:// URL (incoming-call's /status)")
+            }
+        })?;
+        let positive = |v: &str| {
+            v.parse::<NonZeroU32>()
+                .map_err(|_| "expected a whole number from 1")
+        };
         Ok(Self {
+            ledger_table: get("CALL_LEDGER_TABLE"),
+            event_bus: get("EVENT_BUS_NAME"),
+            status_callback,
+            calls_per_second: settings
+                .parse("CALLS_PER_SECOND", positive)?
+                .unwrap_or(NonZeroU32::MIN),
+            bulk_consumers: settings
+                .parse("BULK_MAX_CONCURRENCY", positive)?
+                .unwrap_or(NonZeroU32::new(2).expect("2 is not 0")),
             credentials: ApiCredentialSpec { account_sid, auth },
             from,
             policy: CallPolicy {

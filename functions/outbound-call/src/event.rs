@@ -41,6 +41,13 @@ pub struct CallEvent {
     pub caller_id: Option<String>,
     #[serde(default)]
     pub send_digits: Option<String>,
+    /// Identifies this request across its deliveries (see `delivery`): a second delivery with
+    /// the same key never dials again.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// RFC 3339: a delivery later than this places no call (`NonRetryable.Expired`).
+    #[serde(default)]
+    pub not_after: Option<String>,
 }
 
 /// Why an event is refused; nothing has been sent to Twilio.
@@ -63,6 +70,8 @@ pub enum EventError {
     SayLoop,
     #[error(transparent)]
     Call(#[from] InvalidCall),
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 impl EventError {

@@ -1,7 +1,11 @@
-//! One handler for three ways in. An HTTP API request (payload 2.0, it carries
-//! `requestContext`) is answered with an HTTP response; a direct invoke or a schedule's input is
-//! the call event itself and gets the created call, or an error whose type says whether an
-//! automated retry is safe.
+//! One handler for four ways in. An HTTP API request (payload 2.0, it carries
+//! `requestContext`) is answered with an HTTP response; an SQS batch (`Records` from `aws:sqs`)
+//! with the messages not placed (`batchItemFailures`); a direct invoke (the call event itself) or
+//! a schedule's input (`{"schedule": {"arn", "time"}, "call": <call event>}`) gets the created
+//! call, or an error whose type says whether an automated retry is safe.
+//!
+//! With a call ledger (`CALL_LEDGER_TABLE`), every way in carries an idempotency key (see
+//! `delivery`) and `once::place_once` makes each request dial at most once.
 
 use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -9,14 +13,25 @@ use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::http::{HeaderValue, Method, header};
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
+
+use serde::Deserialize;
 use twilio_voice::calls::{
     CallCreated, CallError, CallPolicy, CallRequest, CallsClient, Deadline, ErrorClass,
 };
 use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsError};
+use twilio_voice::events::{CallFailed, DomainEvent, EventBus};
+use twilio_voice::ledger::{
+    Duplicate, IdempotencyKey, Ledger, LedgerError, RequestRecord, Resolution,
+};
+use twilio_voice::pacing::Pace;
 use twilio_voice::phone::PhoneNumber;
 
+use crate::bulk::{self, SqsEvent};
+use crate::delivery;
 use crate::event::{CallEvent, EventError};
+use crate::once::{Fate, OnceError, Placement, place_once};
 
 pub use twilio_voice::calls::Retry;
 
@@ -26,6 +41,14 @@ pub struct App {
     pub credentials: CredentialStore<ApiCredentialSpec>,
     pub from: Option<PhoneNumber>,
     pub policy: CallPolicy,
+    /// Makes each request dial at most once; without it, every delivery dials.
+    pub ledger: Option<Ledger>,
+    /// Where `Call Failed` goes.
+    pub bus: Option<EventBus>,
+    /// Set on every call that names no status callback of its own.
+    pub status_callback: Option<String>,
+    /// Spaces the calls of an SQS batch.
+    pub pace: Pace,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +59,17 @@ pub enum OutboundError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Call(#[from] CallError),
+    #[error("delivered after not_after ({0}); nothing sent")]
+    Expired(String),
+    #[error("call ledger: {0}; nothing sent")]
+    Ledger(#[from] LedgerError),
+    /// An earlier delivery of the same request: its recorded refusal, or an unknown outcome.
+    #[error("{message}")]
+    Earlier {
+        class: ErrorClass,
+        message: String,
+        twilio_code: Option<u32>,
+    },
 }
 
 impl OutboundError {
@@ -49,6 +83,10 @@ impl OutboundError {
             }
             Self::Credentials(_) => ErrorClass::CredentialsMisconfigured,
             Self::Call(e) => e.class(),
+            Self::Expired(_) => ErrorClass::Expired,
+            Self::Ledger(e) if e.is_retryable() => ErrorClass::LedgerUnavailable,
+            Self::Ledger(_) => ErrorClass::LedgerMisconfigured,
+            Self::Earlier { class, .. } => *class,
         }
     }
 
@@ -65,6 +103,7 @@ impl OutboundError {
     fn twilio_code(&self) -> Option<u32> {
         match self {
             Self::Call(e) => e.twilio_code(),
+            Self::Earlier { twilio_code, .. } => *twilio_code,
             _ => None,
         }
     }
@@ -82,6 +121,17 @@ impl From<OutboundError> for Diagnostic {
 /// The function's entry: recognises the trigger and shapes the answer for it. No request to
 /// Twilio starts that could outlive `deadline` (the invocation's).
 pub async fn handle(event: Value, app: &App, deadline: Deadline) -> Result<Value, OutboundError> {
+    handle_invocation(event, app, deadline, None).await
+}
+
+/// [`handle`] for a Lambda invocation: `request_id` keys a direct invoke without a key of its
+/// own (Lambda keeps the ID when it retries or redelivers an asynchronous event).
+pub async fn handle_invocation(
+    event: Value,
+    app: &App,
+    deadline: Deadline,
+    request_id: Option<&str>,
+) -> Result<Value, OutboundError> {
     if event.get("requestContext").is_some() {
         let response = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
             Ok(request) => handle_http(request, app, deadline).await,
@@ -89,8 +139,85 @@ pub async fn handle(event: Value, app: &App, deadline: Deadline) -> Result<Value
         };
         return Ok(serde_json::to_value(response).expect("a response serializes"));
     }
-    let created = place(CallEvent::from_value(event)?, app, deadline).await?;
-    Ok(json!({"call_sid": created.sid, "status": created.status}))
+    if SqsEvent::recognise(&event) {
+        return handle_sqs(event, app, deadline).await;
+    }
+    let (call, key) = if event.get("schedule").is_some() && event.get("call").is_some() {
+        let scheduled: Scheduled = serde_json::from_value(event).map_err(EventError::json)?;
+        let call = CallEvent::from_value(scheduled.call)?;
+        let key = delivery::schedule(
+            call.idempotency_key.as_deref(),
+            &scheduled.schedule.arn,
+            &scheduled.schedule.time,
+        )
+        .map_err(EventError::from)?;
+        (call, Some(key))
+    } else {
+        let call = CallEvent::from_value(event)?;
+        let key = match request_id {
+            Some(id) => Some(delivery::direct(call.idempotency_key.as_deref(), id)),
+            None => call
+                .idempotency_key
+                .as_deref()
+                .map(|k| delivery::direct(Some(k), "")),
+        }
+        .transpose()
+        .map_err(EventError::from)?;
+        (call, key)
+    };
+    let placed = place(call, app, deadline, key).await?;
+    Ok(json!({"call_sid": placed.created.sid, "status": placed.created.status}))
+}
+
+/// A schedule's input: Scheduler fills in `<aws.scheduler.schedule-arn>` and
+/// `<aws.scheduler.scheduled-time>` (the same on its retries), which key the request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scheduled {
+    schedule: ScheduleContext,
+    call: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleContext {
+    arn: String,
+    time: String,
+}
+
+/// An SQS batch: each message one call event, placed in its own slot of the pace; those not
+/// placed are reported so that only they come back.
+async fn handle_sqs(event: Value, app: &App, deadline: Deadline) -> Result<Value, OutboundError> {
+    let batch: SqsEvent = serde_json::from_value(event).map_err(EventError::json)?;
+    // The last slot must leave room for its attempt before the invocation ends.
+    let far = app.pace.now() + Duration::from_secs(24 * 3600);
+    let last_slot = deadline.instant().map_or(far, |d| {
+        d.checked_sub(app.calls.attempt_budget()).unwrap_or(d)
+    });
+    let answer = bulk::process(batch, &app.pace, last_slot, |message| async move {
+        let placed = match CallEvent::from_json(message.body.as_bytes()) {
+            Ok(call) => match delivery::sqs(call.idempotency_key.as_deref(), &message.message_id) {
+                Ok(key) => place(call, app, deadline, Some(key)).await.is_ok(),
+                Err(e) => {
+                    let e = OutboundError::from(EventError::from(e));
+                    announce_failure(app, &e, None).await;
+                    false
+                }
+            },
+            Err(e) => {
+                warn!(message_id = %message.message_id, error = %e, "bulk message is not a call event; reported");
+                announce_failure(app, &e.into(), None).await;
+                false
+            }
+        };
+        if placed {
+            bulk::Outcome::Placed
+        } else {
+            bulk::Outcome::NotPlaced
+        }
+    })
+    .await;
+    Ok(answer)
 }
 
 async fn handle_http(
@@ -115,39 +242,185 @@ async fn handle_http(
     } else {
         body.into_bytes()
     };
+    let header = request
+        .headers
+        .get(delivery::HEADER)
+        .and_then(|v| v.to_str().ok());
     let result = match CallEvent::from_json(&bytes) {
-        Ok(event) => place(event, app, deadline).await,
+        Ok(event) => match delivery::http(header, event.idempotency_key.as_deref()) {
+            Ok(key) => place(event, app, deadline, key).await,
+            Err(e) => Err(EventError::from(e).into()),
+        },
         Err(e) => Err(e.into()),
     };
     match result {
-        Ok(created) => respond(
+        // A request placed by an earlier delivery is answered as it was then.
+        Ok(placed) => respond(
             201,
-            json!({"call_sid": created.sid, "status": created.status}),
+            json!({"call_sid": placed.created.sid, "status": placed.created.status}),
         ),
         Err(e) => error_response(&e),
     }
 }
 
-/// Validates the event, then places exactly one call. A 20003 answer re-reads the credentials
-/// once (they may have just been rotated) and tries once more: 401 means nothing was processed.
+/// Validates the event, then places at most one call for `key` (every call without a ledger or
+/// a key). A 20003 answer re-reads the credentials once (they may have just been rotated) and
+/// tries once more: 401 means nothing was processed. A failure that no automatic retry will
+/// mend is announced as `Call Failed`.
 pub async fn place(
     event: CallEvent,
     app: &App,
     deadline: Deadline,
-) -> Result<CallCreated, OutboundError> {
+    key: Option<IdempotencyKey>,
+) -> Result<Placement, OutboundError> {
+    let result = place_checked(event, app, deadline, key.as_ref()).await;
+    if let Err(e) = &result {
+        announce_failure(app, e, key.as_ref()).await;
+    }
+    result
+}
+
+async fn place_checked(
+    mut event: CallEvent,
+    app: &App,
+    deadline: Deadline,
+    key: Option<&IdempotencyKey>,
+) -> Result<Placement, OutboundError> {
+    if let Some(raw) = event.not_after.clone() {
+        let limit = delivery::not_after(&raw).map_err(EventError::from)?;
+        if SystemTime::now() > limit {
+            warn!(not_after = %raw, "call event delivered too late; nothing sent");
+            return Err(OutboundError::Expired(raw));
+        }
+    }
+    if event.status_callback.is_none() {
+        event.status_callback = app.status_callback.clone();
+    }
     let request = event
         .into_request(app.from.as_ref(), &app.policy)
         .inspect_err(|e| {
             warn!(error = %e, "call event refused; nothing sent");
         })?;
-    let result = create(&request, app, deadline).await;
-    match &result {
-        Ok(created) => {
-            info!(call_sid = %created.sid, status = %created.status, to = %request.to(), "call placed")
+    let (Some(ledger), Some(key)) = (&app.ledger, key) else {
+        let result = create(&request, app, deadline).await;
+        return match result {
+            Ok(created) => {
+                info!(call_sid = %created.sid, status = %created.status, to = %request.to(), "call placed");
+                Ok(Placement { created, new: true })
+            }
+            Err(e) => {
+                log_failure(&e, &request);
+                Err(e)
+            }
+        };
+    };
+    let outcome = place_once(
+        ledger,
+        key,
+        request.to(),
+        || create(&request, app, deadline),
+        fate,
+        |record| look_up(app, record),
+    )
+    .await;
+    match outcome {
+        Ok(placed) => {
+            if placed.new {
+                info!(call_sid = %placed.created.sid, status = %placed.created.status, to = %request.to(), "call placed");
+            } else {
+                info!(call_sid = %placed.created.sid, "already placed by an earlier delivery; nothing sent");
+            }
+            Ok(placed)
         }
-        Err(e) => log_failure(e, &request),
+        Err(OnceError::Attempt(e)) => {
+            log_failure(&e, &request);
+            Err(e)
+        }
+        Err(OnceError::Ledger(e)) => {
+            warn!(error = %e, "call ledger unavailable; nothing sent");
+            Err(OutboundError::Ledger(e))
+        }
+        Err(OnceError::Earlier(duplicate)) => {
+            info!(
+                ?duplicate,
+                "an earlier delivery of this request decides; nothing sent"
+            );
+            Err(earlier(duplicate))
+        }
     }
-    result
+}
+
+/// What a failed attempt means for a later delivery of the same request.
+fn fate(e: &OutboundError) -> Fate {
+    match e.class() {
+        ErrorClass::TwilioRejected => Fate::Refused {
+            error_type: e.error_type(),
+            twilio_code: e.twilio_code(),
+        },
+        ErrorClass::CallMayExist => Fate::MayExist,
+        // Nothing was placed: a later delivery (after a fix, or when Twilio answers) may try.
+        _ => Fate::NothingPlaced,
+    }
+}
+
+/// An earlier delivery's answer, as this one's error.
+fn earlier(duplicate: Duplicate) -> OutboundError {
+    match duplicate {
+        Duplicate::Failed {
+            error_type,
+            twilio_code,
+        } => OutboundError::Earlier {
+            class: ErrorClass::ALL
+                .into_iter()
+                .find(|c| c.error_type() == error_type)
+                .unwrap_or(ErrorClass::TwilioRejected),
+            message: format!("an earlier delivery of this request failed: {error_type}"),
+            twilio_code,
+        },
+        Duplicate::OutcomeUnknown | Duplicate::Placed { .. } => OutboundError::Earlier {
+            class: ErrorClass::CallMayExist,
+            message: "an earlier delivery of this request is in flight or its outcome is unknown; \
+                      not dialled again"
+                .to_owned(),
+            twilio_code: None,
+        },
+    }
+}
+
+/// A stale claim: does Twilio's Calls list have a call to that number since the claim?
+/// `None` when Twilio could not be asked (the outcome stays unknown).
+async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
+    let to = record.to.as_ref()?;
+    let credentials = app.credentials.get().await.ok()?;
+    let since = UNIX_EPOCH + Duration::from_secs(record.claimed_at);
+    match app.calls.find_call(&credentials, to, since).await {
+        Ok(Some(found)) => Some(Resolution::Found {
+            call_sid: found.sid,
+            call_status: found.status,
+        }),
+        Ok(None) => Some(Resolution::NotFound),
+        Err(e) => {
+            warn!(error = %e, "Twilio's Calls list could not be read; outcome still unknown");
+            None
+        }
+    }
+}
+
+/// `Call Failed` for a failure no automatic retry will mend (not for a retryable one, and not
+/// again for an earlier delivery's, which was announced then).
+async fn announce_failure(app: &App, e: &OutboundError, key: Option<&IdempotencyKey>) {
+    let Some(bus) = &app.bus else { return };
+    if matches!(e, OutboundError::Earlier { .. }) || e.retry() == Retry::Safe {
+        return;
+    }
+    let event = DomainEvent::CallFailed(CallFailed {
+        error_type: e.error_type().to_owned(),
+        twilio_code: e.twilio_code(),
+        idempotency_key: key.map(|k| k.as_str().to_owned()),
+    });
+    if let Err(publish) = bus.publish(&event).await {
+        warn!(error = %publish, error_type = e.error_type(), "Call Failed not published");
+    }
 }
 
 async fn create(

@@ -8,10 +8,14 @@ pub mod event;
 pub mod handler;
 pub mod once;
 
+use aws_types::SdkConfig;
 use config::Config;
 use handler::App;
 use twilio_voice::calls::{CallsClient, HttpTimeouts, RetryPolicy};
 use twilio_voice::credentials::{self, CredentialStore, CredentialsError};
+use twilio_voice::events::EventBus;
+use twilio_voice::ledger::Ledger;
+use twilio_voice::pacing::Pace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -45,6 +49,26 @@ impl App {
             credentials,
             from: config.from,
             policy: config.policy,
+            ledger: None,
+            bus: None,
+            status_callback: config.status_callback,
+            pace: Pace::share(config.calls_per_second, config.bulk_consumers),
         })
+    }
+
+    /// Adds the call ledger and the event bus named in `config`, on clients built from `aws`.
+    pub fn with_outcomes(mut self, config: &Config, aws: &SdkConfig) -> Self {
+        self.ledger = config
+            .ledger_table
+            .as_ref()
+            .map(|table| Ledger::new(twilio_voice::aws::dynamodb(aws), table));
+        self.bus = config
+            .event_bus
+            .as_ref()
+            .map(|bus| EventBus::new(twilio_voice::aws::eventbridge(aws), bus));
+        if self.ledger.is_none() {
+            tracing::warn!("CALL_LEDGER_TABLE is not set: a redelivered event dials again");
+        }
+        self
     }
 }

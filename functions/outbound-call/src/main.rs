@@ -12,12 +12,23 @@ use twilio_voice::calls::Deadline;
 async fn main() -> Result<(), lambda_runtime::Error> {
     twilio_voice::logging::init();
     let config = Config::from_env()?;
-    let ssm = twilio_voice::ssm::client(|name| std::env::var(name).ok())?;
-    let app = App::init(config, ssm).await?;
+    let env = |name: &str| std::env::var(name).ok();
+    let ssm = twilio_voice::ssm::client(env)?;
+    // DynamoDB and EventBridge share one configuration; no connection is opened here.
+    let aws = twilio_voice::aws::sdk_config(env, twilio_voice::aws::Resilience::default())?;
+    let app = App::init(config.clone(), ssm)
+        .await?
+        .with_outcomes(&config, &aws);
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Deadline::from_epoch_millis(event.context.deadline, SystemTime::now());
-        handler::handle(event.payload, app, deadline).await
+        handler::handle_invocation(
+            event.payload,
+            app,
+            deadline,
+            Some(&event.context.request_id),
+        )
+        .await
     }))
     .await
 }

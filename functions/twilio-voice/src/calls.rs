@@ -374,6 +374,12 @@ pub enum ErrorClass {
     TwilioUnreachable,
     CredentialsUnavailable,
     CallMayExist,
+    /// A delivery later than the event's `not_after`: nothing sent.
+    Expired,
+    /// The call ledger did not answer (throttled, a timeout): nothing sent.
+    LedgerUnavailable,
+    /// The call ledger refused (table missing, access denied): nothing sent.
+    LedgerMisconfigured,
 }
 
 /// Whether the same request may be tried again.
@@ -403,7 +409,7 @@ impl Retry {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 11] = [
         ErrorClass::InvalidEvent,
         ErrorClass::TwilioRejected,
         ErrorClass::TwilioAuthentication,
@@ -412,6 +418,9 @@ impl ErrorClass {
         ErrorClass::TwilioUnreachable,
         ErrorClass::CredentialsUnavailable,
         ErrorClass::CallMayExist,
+        ErrorClass::Expired,
+        ErrorClass::LedgerUnavailable,
+        ErrorClass::LedgerMisconfigured,
     ];
 
     /// The one table: Lambda `errorType` (also the HTTP body's `error.type`), HTTP status and
@@ -432,6 +441,11 @@ impl ErrorClass {
             Self::TwilioUnreachable => ("Retryable.TwilioUnreachable", 503, Retry::Safe),
             Self::CredentialsUnavailable => ("Retryable.CredentialsUnavailable", 503, Retry::Safe),
             Self::CallMayExist => ("OutcomeUnknown.CallMayExist", 502, Retry::Unsafe),
+            Self::Expired => ("NonRetryable.Expired", 410, Retry::Pointless),
+            Self::LedgerUnavailable => ("Retryable.LedgerUnavailable", 503, Retry::Safe),
+            Self::LedgerMisconfigured => {
+                ("NonRetryable.LedgerMisconfigured", 500, Retry::Pointless)
+            }
         }
     }
 
@@ -469,6 +483,11 @@ impl Deadline {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
         Self(Some(Instant::now() + left))
+    }
+
+    /// The instant itself, if there is one.
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
     }
 
     /// Whether `needed` fits before the deadline, starting now.
@@ -566,6 +585,11 @@ impl CallsClient {
 
     /// Whether one more attempt, `delay` from now, would end before `deadline` with time to
     /// answer. The handler asks it too before re-reading credentials after a 20003.
+    /// How long before the deadline the last attempt must start: its timeout plus the margin.
+    pub fn attempt_budget(&self) -> Duration {
+        self.attempt_timeout + self.retry.deadline_margin
+    }
+
     pub fn attempt_fits(&self, deadline: Deadline, delay: Duration) -> bool {
         deadline.allows(delay + self.attempt_timeout + self.retry.deadline_margin)
     }
@@ -627,6 +651,85 @@ impl CallsClient {
         }
     }
 
+    /// The newest call to `to` created at or after `since`, from Twilio's Calls list
+    /// (`GET .../Calls.json?To=...&StartTime>=<date>`): how a request whose outcome is unknown
+    /// learns whether its call exists. One request, no retry (it is asked again later).
+    pub async fn find_call(
+        &self,
+        creds: &ApiCredentials,
+        to: &PhoneNumber,
+        since: SystemTime,
+    ) -> Result<Option<CallCreated>, CallError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            sid: String,
+            status: String,
+            date_created: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            calls: Vec<Listed>,
+        }
+        let day = aws_smithy_types::DateTime::from(since)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        // `StartTime>=<day>` is the key `StartTime>` with the value `<day>`.
+        let url = url::Url::parse_with_params(
+            &format!(
+                "{}/2010-04-01/Accounts/{}/Calls.json",
+                self.base_url, creds.account_sid
+            ),
+            &[
+                ("To", to.as_str()),
+                ("StartTime>", &day[..10]),
+                ("PageSize", "50"),
+            ],
+        )
+        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let response = self
+            .http
+            .get(url)
+            .basic_auth(&creds.username, Some(creds.password.expose()))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        if !(200..=299).contains(&status) {
+            let error = TwilioError::from_response(status, &body);
+            return Err(match status {
+                401 => CallError::Authentication(error),
+                429 => CallError::RateLimited {
+                    attempts: 1,
+                    last: Some(error),
+                    out_of_time: false,
+                },
+                _ => CallError::Unreachable(error.to_string()),
+            });
+        }
+        let page: Page = serde_json::from_slice(&body)
+            .map_err(|_| CallError::Unreachable("the Calls list is not a page of calls".into()))?;
+        // StartTime filters by day: a call to the same number earlier that day is not ours.
+        let since = since - Duration::from_secs(60);
+        Ok(page
+            .calls
+            .into_iter()
+            .find(|c| {
+                c.date_created
+                    .as_deref()
+                    .and_then(rfc2822)
+                    .is_none_or(|created| created >= since)
+            })
+            .map(|c| CallCreated {
+                sid: c.sid,
+                status: c.status,
+            }))
+    }
+
     async fn attempt(
         &self,
         url: &str,
@@ -672,6 +775,14 @@ impl CallsClient {
     }
 }
 
+/// Twilio's `date_created` (`Wed, 25 Nov 2026 00:00:01 +0000`, always UTC) as an instant.
+fn rfc2822(raw: &str) -> Option<SystemTime> {
+    let http_date = raw.strip_suffix(" +0000")?.to_owned() + " GMT";
+    aws_smithy_types::DateTime::from_str(&http_date, aws_smithy_types::date_time::Format::HttpDate)
+        .ok()
+        .and_then(|t| SystemTime::try_from(t).ok())
+}
+
 fn send_error(e: reqwest::Error) -> CallError {
     if e.is_connect() {
         CallError::Unreachable(without_url(&e))
@@ -697,6 +808,20 @@ fn without_url(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn twilio_dates_are_read() {
+        assert_eq!(
+            rfc2822("Wed, 25 Nov 2026 00:00:01 +0000"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_564_801))
+        );
+        assert_eq!(rfc2822("2026-11-25T00:00:01Z"), None);
+    }
 }
 
 #[cfg(test)]

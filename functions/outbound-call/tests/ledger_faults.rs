@@ -1,0 +1,304 @@
+//! Every request dials at most once, whatever delivers it how often: the function with its call
+//! ledger on moto_server (DynamoDB, EventBridge), Twilio as wiremock counting the requests that
+//! reach it, SSM as aws-smithy-mocks.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use common::CREDENTIALS;
+use outbound_call::handler::{App, OutboundError, handle};
+use serde_json::{Value, json};
+use twilio_voice::calls::{Deadline, ErrorClass, HttpTimeouts, RetryPolicy};
+use twilio_voice::ledger::{Ledger, STALE_AFTER};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CALLS_PATH: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
+const CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
+const OUR_STATUS_URL: &str =
+    "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws/status";
+
+fn created() -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({"sid": CALL_SID, "status": "queued"}))
+}
+
+struct Stack {
+    twilio: MockServer,
+    app: App,
+    clock: Arc<Mutex<SystemTime>>,
+    inbox: test_support::EventInbox,
+    _moto: test_support::StandIn,
+}
+
+/// The function as deployed: ledger and bus on moto, Twilio answering `answer` to call requests.
+async fn stack(answer: ResponseTemplate) -> Stack {
+    let moto = test_support::moto_server();
+    let aws = test_support::aws_config(&moto.url());
+    test_support::create_ledger_table(&twilio_voice::aws::dynamodb(&aws), "ledger").await;
+    let inbox = test_support::EventInbox::subscribe(&aws, "default").await;
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(CALLS_PATH))
+        .respond_with(answer)
+        .mount(&twilio)
+        .await;
+    let config = common::config(
+        &twilio.uri(),
+        &[
+            ("CALL_LEDGER_TABLE", "ledger"),
+            ("EVENT_BUS_NAME", "default"),
+            ("STATUS_CALLBACK_URL", OUR_STATUS_URL),
+        ],
+    );
+    let timeouts = HttpTimeouts {
+        connect: Duration::from_secs(1),
+        total: Duration::from_secs(2),
+    };
+    let mut app = App::init_with(
+        config.clone(),
+        test_support::ssm_with(CREDENTIALS),
+        timeouts,
+        RetryPolicy::default(),
+    )
+    .await
+    .unwrap()
+    .with_outcomes(&config, &aws);
+    // The ledger's clock, moved by hand to make a claim stale.
+    let clock = Arc::new(Mutex::new(SystemTime::now()));
+    let read = clock.clone();
+    app.ledger = app
+        .ledger
+        .take()
+        .map(|l| l.with_clock(Arc::new(move || *read.lock().unwrap())));
+    Stack {
+        twilio,
+        app,
+        clock,
+        inbox,
+        _moto: moto,
+    }
+}
+
+impl Stack {
+    async fn posts(&self) -> Vec<wiremock::Request> {
+        self.twilio
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path() == CALLS_PATH)
+            .collect()
+    }
+}
+
+fn keyed(key: &str) -> Value {
+    let mut event: Value = test_support::event("outbound-call-say-ja.json");
+    event["idempotency_key"] = json!(key);
+    event
+}
+
+fn form(request: &wiremock::Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(&request.body).into_owned().collect()
+}
+
+fn class(result: Result<Value, OutboundError>) -> ErrorClass {
+    result.expect_err("an error").class()
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn the_same_event_twice_at_the_same_moment_dials_once() {
+    let s = stack(created().set_delay(Duration::from_millis(300))).await;
+    let (a, b) = tokio::join!(
+        handle(keyed("twice"), &s.app, Deadline::NONE),
+        handle(keyed("twice"), &s.app, Deadline::NONE)
+    );
+    assert_eq!(s.posts().await.len(), 1);
+    let (ok, other) = if a.is_ok() { (a, b) } else { (b, a) };
+    assert_eq!(ok.unwrap()["call_sid"], CALL_SID);
+    // The second found the first in flight: never a second dial.
+    assert_eq!(class(other), ErrorClass::CallMayExist);
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn again_after_success_returns_the_same_sid_without_a_request() {
+    let s = stack(created()).await;
+    let first = handle(keyed("again"), &s.app, Deadline::NONE)
+        .await
+        .unwrap();
+    let second = handle(keyed("again"), &s.app, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    assert_eq!(second["call_sid"], CALL_SID);
+    assert_eq!(s.posts().await.len(), 1);
+    // Our status callback on the call, so that the ledger learns its outcome.
+    assert!(form(&s.posts().await[0]).contains(&("StatusCallback".into(), OUR_STATUS_URL.into())));
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn after_a_500_the_outcome_is_unknown_until_the_calls_list_finds_the_call() {
+    let s = stack(ResponseTemplate::new(500)).await;
+    assert_eq!(
+        class(handle(keyed("k500"), &s.app, Deadline::NONE).await),
+        ErrorClass::CallMayExist
+    );
+    assert_eq!(
+        class(handle(keyed("k500"), &s.app, Deadline::NONE).await),
+        ErrorClass::CallMayExist
+    );
+    assert_eq!(s.posts().await.len(), 1);
+
+    // Five minutes on, Twilio's Calls list has the call: the request is resolved with its SID.
+    let claimed = *s.clock.lock().unwrap();
+    *s.clock.lock().unwrap() += STALE_AFTER;
+    let created_at = aws_smithy_types::DateTime::from(claimed + Duration::from_secs(1))
+        .fmt(aws_smithy_types::date_time::Format::HttpDate)
+        .unwrap()
+        .replace(" GMT", " +0000");
+    Mock::given(method("GET"))
+        .and(path(CALLS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [{"sid": CALL_SID, "status": "completed", "date_created": created_at}],
+            "page": 0, "page_size": 50
+        })))
+        .mount(&s.twilio)
+        .await;
+    let resolved = handle(keyed("k500"), &s.app, Deadline::NONE).await.unwrap();
+    assert_eq!(resolved["call_sid"], CALL_SID);
+    assert_eq!(s.posts().await.len(), 1);
+    let lookups: Vec<_> = s
+        .twilio
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .collect();
+    assert_eq!(lookups.len(), 1);
+    let query: Vec<(String, String)> = lookups[0].url.query_pairs().into_owned().collect();
+    assert!(
+        query.contains(&("To".into(), "+81312345678".into())),
+        "{query:?}"
+    );
+    assert!(query.iter().any(|(k, _)| k == "StartTime>"), "{query:?}");
+    // The ambiguous failure was announced once, as Call Failed.
+    let events = s.inbox.take().await;
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e["detail-type"] == "Call Failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(
+        failed[0]["detail"]["error_type"],
+        "OutcomeUnknown.CallMayExist"
+    );
+    assert_eq!(failed[0]["detail"]["idempotency_key"], "k500");
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn dynamodb_throttled_places_no_call_and_is_retryable() {
+    let mut s = stack(created()).await;
+    let throttled = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        PutItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder().build(),
+        )
+    });
+    s.app.ledger = Some(Ledger::new(
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
+        "ledger",
+    ));
+    let err = handle(keyed("throttled"), &s.app, Deadline::NONE)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "Retryable.LedgerUnavailable");
+    assert!(err.retry().cannot_duplicate());
+    assert_eq!(s.posts().await.len(), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_delivery_after_not_after_places_nothing() {
+    let s = stack(created()).await;
+    let mut late = keyed("late");
+    late["not_after"] = json!("2026-01-01T09:00:00+09:00");
+    assert_eq!(
+        class(handle(late, &s.app, Deadline::NONE).await),
+        ErrorClass::Expired
+    );
+    assert_eq!(s.posts().await.len(), 0);
+    let events = s.inbox.take().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["detail"]["error_type"], "NonRetryable.Expired");
+
+    let mut in_time = keyed("in-time");
+    in_time["not_after"] = json!("2999-01-01T00:00:00Z");
+    // A caller's own status callback is kept.
+    in_time["status_callback"] = json!("https://example.com/their-status");
+    handle(in_time, &s.app, Deadline::NONE).await.unwrap();
+    let posts = s.posts().await;
+    assert_eq!(posts.len(), 1);
+    assert!(form(&posts[0]).contains(&(
+        "StatusCallback".into(),
+        "https://example.com/their-status".into()
+    )));
+}
+
+fn sqs_event(bodies: &[(String, String)]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .map(|(id, body)| {
+            json!({"messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+                   "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                   "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:bulk",
+                   "awsRegion": "ap-northeast-1"})
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn reported(answer: &Value) -> Vec<String> {
+    answer["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_batch_of_ten_with_two_bad_messages_places_eight_and_reports_two() {
+    let mut s = stack(created()).await;
+    // One call a millisecond: this test is about the answer, the pace has its own tests.
+    s.app.pace = twilio_voice::pacing::Pace::new(Duration::from_millis(1));
+    let mut bodies = Vec::new();
+    for i in 0..10 {
+        let body = match i {
+            3 => "not json".to_owned(),
+            // Outside ALLOWED_DESTINATION_PREFIXES.
+            7 => json!({"to": "+442079460000", "say": "許可されていない番号"}).to_string(),
+            _ => json!({"to": format!("+8131234{i:04}"), "say": "訓練です"}).to_string(),
+        };
+        bodies.push((format!("m{i}"), body));
+    }
+    let answer = handle(sqs_event(&bodies), &s.app, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(reported(&answer), ["m3", "m7"]);
+    assert_eq!(s.posts().await.len(), 8);
+    // The whole batch again (a lost answer): nothing dials twice.
+    let again = handle(sqs_event(&bodies), &s.app, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(reported(&again), ["m3", "m7"]);
+    assert_eq!(s.posts().await.len(), 8);
+}
