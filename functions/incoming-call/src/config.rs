@@ -22,6 +22,10 @@ pub struct Config {
     /// itself (a custom domain or a proxy).
     pub public_base_url: Option<String>,
     pub flow: FlowSource,
+    /// `CALL_LEDGER_TABLE`: where status callbacks are recorded.
+    pub ledger_table: Option<String>,
+    /// `EVENT_BUS_NAME`: where `Call Completed` and `Voicemail Recorded` are published.
+    pub event_bus: Option<String>,
 }
 
 pub use twilio_voice::settings::SettingsError as ConfigError;
@@ -61,6 +65,8 @@ impl Config {
             },
             public_base_url,
             flow,
+            ledger_table: get("CALL_LEDGER_TABLE"),
+            event_bus: get("EVENT_BUS_NAME"),
         })
     }
 }

@@ -139,6 +139,20 @@ impl App {
             public_base_url: config.public_base_url,
             answers: Default::default(),
             clock,
+            outcomes: None,
         })
+    }
+
+    /// Passes status callbacks and voicemails on to the ledger and the bus named in `config`
+    /// (both, or neither), on clients built from `aws`.
+    pub fn with_outcomes(mut self, config: &Config, aws: &aws_types::SdkConfig) -> Self {
+        self.outcomes = match (&config.ledger_table, &config.event_bus) {
+            (Some(table), Some(bus)) => Some(outcomes::Outcomes {
+                ledger: twilio_voice::ledger::Ledger::new(twilio_voice::aws::dynamodb(aws), table),
+                bus: twilio_voice::events::EventBus::new(twilio_voice::aws::eventbridge(aws), bus),
+            }),
+            _ => None,
+        };
+        self
     }
 }

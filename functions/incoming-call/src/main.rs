@@ -11,8 +11,12 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     twilio_voice::logging::init();
     let config = Config::from_env()?;
-    let ssm = twilio_voice::ssm::client(|name| std::env::var(name).ok())?;
-    let app = App::init(config, ssm).await?;
+    let env = |name: &str| std::env::var(name).ok();
+    let ssm = twilio_voice::ssm::client(env)?;
+    let aws = twilio_voice::aws::sdk_config(env, twilio_voice::aws::Resilience::default())?;
+    let app = App::init(config.clone(), ssm)
+        .await?
+        .with_outcomes(&config, &aws);
     let app = &app;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

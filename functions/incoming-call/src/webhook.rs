@@ -19,6 +19,7 @@ use twilio_voice::signature::{self, Payload, SignatureError};
 
 use crate::FlowStore;
 use crate::flow::{Call, CallFlow, Entry, Links};
+use crate::outcomes::Outcomes;
 use crate::route::{Route, RouteError};
 use crate::schedule::Clock;
 
@@ -38,6 +39,8 @@ pub struct App {
     pub answers: AnswerCache,
     /// Read once per call to pick the schedule's branch.
     pub clock: Clock,
+    /// The call ledger and the event bus: status callbacks and voicemails are passed on there.
+    pub outcomes: Option<Outcomes>,
 }
 
 /// Most answers kept: one per (base URL, number, branch) in use; more means something odd.
@@ -99,6 +102,8 @@ pub enum Rejection {
     Forbidden(SignatureError),
     #[error("auth token or call flow unavailable: {0}")]
     Unavailable(String),
+    #[error("status callback not recorded: {0}")]
+    NotRecorded(String),
 }
 
 impl Rejection {
@@ -109,7 +114,7 @@ impl Rejection {
             Self::BadRequest(_) => 400,
             Self::TooLarge => 413,
             Self::Forbidden(_) => 403,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::NotRecorded(_) => 503,
         }
     }
 }
@@ -300,6 +305,20 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             call_duration = param("CallDuration").unwrap_or(""),
             "call status"
         );
+        if let Some(outcomes) = &app.outcomes {
+            match outcomes.status(param).await {
+                Ok(Some(completed)) => {
+                    info!(call_sid, outcome = ?completed.outcome, "Call Completed published");
+                }
+                Ok(None) => {}
+                // A malformed callback will not improve when sent again: take it, say so.
+                Err(e) if !e.is_ours() => {
+                    warn!(call_sid, error = %e, "status callback not recorded")
+                }
+                // Ours: 503, so that Twilio reports the failure (and retries, if asked to).
+                Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
+            }
+        }
         return Ok(None);
     }
     let flow = app
@@ -371,6 +390,12 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
                 recording_duration = param("RecordingDuration").unwrap_or(""),
                 "voicemail recorded"
             );
+            // The caller is still on the line: a failure to announce is logged, not answered.
+            if let Some(outcomes) = &app.outcomes
+                && let Err(e) = outcomes.voicemail(param).await
+            {
+                tracing::error!(call_sid, error = %e, "Voicemail Recorded not published");
+            }
             flow.voicemail_done(at)
         }
         Route::Status => unreachable!("answered above"),

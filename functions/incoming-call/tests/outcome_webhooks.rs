@@ -1,0 +1,170 @@
+//! Status callbacks and voicemails through signed webhooks, with the call ledger and the event
+//! bus on moto_server: the ledger keeps the newest callback, `Call Completed` is published once
+//! at the final status, a voicemail once per recording.
+
+use std::borrow::Cow;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use incoming_call::config::Config;
+use incoming_call::webhook::{App, handle};
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::http::HeaderValue;
+use serde_json::json;
+use twilio_voice::credentials::AuthToken;
+use twilio_voice::ledger::{CallStatus, Ledger};
+use twilio_voice::signature;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const HOST: &str = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws";
+const SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+/// A webhook Twilio signed for `path_and_query` with `params`.
+fn webhook(path_and_query: &str, params: &[(&str, &str)]) -> ApiGatewayV2httpRequest {
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut e: ApiGatewayV2httpRequest = test_support::event("incoming-call.json");
+    e.raw_path = Some(path.into());
+    e.raw_query_string = Some(query.into());
+    e.body = Some(BASE64.encode(&form));
+    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = params
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+        .collect();
+    let sig = signature::sign(
+        &format!("{HOST}{path_and_query}"),
+        &pairs,
+        &AuthToken::new(TOKEN),
+    );
+    e.headers
+        .insert("x-twilio-signature", HeaderValue::from_str(&sig).unwrap());
+    e
+}
+
+struct Stack {
+    app: App,
+    inbox: test_support::EventInbox,
+    _moto: test_support::StandIn,
+}
+
+async fn stack() -> Stack {
+    let moto = test_support::moto_server();
+    let aws = test_support::aws_config(&moto.url());
+    test_support::create_ledger_table(&twilio_voice::aws::dynamodb(&aws), "ledger").await;
+    let inbox = test_support::EventInbox::subscribe(&aws, "default").await;
+    let config = Config::from_lookup(test_support::vars(&[
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
+        (
+            "CALL_FLOW",
+            r#"{"greeting": "お電話ありがとうございます。", "then": {"voicemail": {}}}"#,
+        ),
+        ("CALL_LEDGER_TABLE", "ledger"),
+        ("EVENT_BUS_NAME", "default"),
+    ]))
+    .unwrap();
+    let app = App::init(config.clone(), test_support::ssm_with(&[("/token", TOKEN)]))
+        .await
+        .unwrap()
+        .with_outcomes(&config, &aws);
+    Stack {
+        app,
+        inbox,
+        _moto: moto,
+    }
+}
+
+fn callback<'a>(status: &'a str, seq: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CallSid", SID),
+        ("CallStatus", status),
+        ("SequenceNumber", seq),
+        ("From", "+81312345678"),
+        ("To", "+81501234567"),
+    ]
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn status_callbacks_out_of_order_end_completed_and_announce_it_once() {
+    let s = stack().await;
+    let mut completed = callback("completed", "3");
+    completed.extend([("CallDuration", "42"), ("AnsweredBy", "human")]);
+    for params in [
+        completed.clone(),
+        callback("ringing", "1"),
+        callback("in-progress", "2"),
+        completed,
+        callback("initiated", "0"),
+    ] {
+        let response = handle(webhook("/status", &params), &s.app).await;
+        assert_eq!(response.status_code, 204, "{params:?}");
+    }
+    let events = s.inbox.take().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail-type"], "Call Completed");
+    assert_eq!(
+        events[0]["detail"],
+        json!({"call_sid": SID, "outcome": "completed", "answered_by": "human", "duration_seconds": 42})
+    );
+    let ledger = s.app.outcomes.as_ref().unwrap().ledger.clone();
+    let call = ledger.call(SID).await.unwrap().unwrap();
+    assert_eq!(call.call_status, Some(CallStatus::Completed));
+    assert_eq!(call.sequence_number, Some(3));
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_voicemail_webhook_publishes_exactly_one_voicemail_recorded() {
+    let s = stack().await;
+    let recording = [
+        ("CallSid", SID),
+        ("From", "+81312345678"),
+        ("To", "+81501234567"),
+        (
+            "RecordingUrl",
+            "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE0123456789abcdef0123456789abcdef",
+        ),
+        ("RecordingSid", "RE0123456789abcdef0123456789abcdef"),
+        ("RecordingDuration", "17"),
+    ];
+    for _ in 0..2 {
+        let response = handle(webhook("/voicemail?at=0m", &recording), &s.app).await;
+        assert_eq!(response.status_code, 200);
+    }
+    let events = s.inbox.take().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail-type"], "Voicemail Recorded");
+    assert_eq!(events[0]["detail"]["caller"], "+81312345678");
+    assert_eq!(
+        events[0]["detail"]["recording_sid"],
+        "RE0123456789abcdef0123456789abcdef"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_status_callback_the_ledger_cannot_take_gets_503() {
+    let mut s = stack().await;
+    let throttled = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
+        UpdateItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder().build(),
+        )
+    });
+    let outcomes = s.app.outcomes.as_mut().unwrap();
+    outcomes.ledger = Ledger::new(
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
+        "ledger",
+    );
+    let response = handle(webhook("/status", &callback("completed", "3")), &s.app).await;
+    assert_eq!(response.status_code, 503);
+    // A malformed one is taken (204): sending it again would not mend it.
+    let response = handle(webhook("/status", &callback("answered", "3")), &s.app).await;
+    assert_eq!(response.status_code, 204);
+}
