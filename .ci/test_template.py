@@ -218,6 +218,51 @@ def check_ledger(res, overrides, conditions):
     for name in ("BulkCallsQueue", "BulkCallsDeadLetterQueue"):
         check(f"{name} is encrypted at rest", res.get(name, {}).get("Properties", {}).get("SqsManagedSseEnabled") is True)
 
+    # The functions' wiring: settings, least privilege, the event source mapping, the schedule.
+    table_arn = {"Fn::GetAtt": ["CallLedgerTable", "Arn"]}
+    bus_arn = "arn:aws:events:ap-northeast-1:123456789012:event-bus/default"
+    for fn, actions in (("OutboundCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
+                        ("IncomingCallFunction", ["dynamodb:PutItem", "dynamodb:UpdateItem"])):
+        env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        check(f"{fn} knows the ledger table and the bus",
+              env.get("CALL_LEDGER_TABLE") == {"Ref": "CallLedgerTable"} and env.get("EVENT_BUS_NAME") == "default", env)
+        role = res.get(fn + "Role", {})
+        stmts = list(statements(role)) if role else []
+        ddb = [st for st in stmts if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))]
+        check(f"{fn}: DynamoDB only {actions} on the ledger table",
+              len(ddb) == 1 and sorted(as_list(ddb[0]["Action"])) == actions and ddb[0]["Resource"] == table_arn, ddb)
+        events = [st for st in stmts if any(a.startswith("events:") for a in as_list(st["Action"]))]
+        check(f"{fn}: events:PutEvents only, on the default bus, only our source",
+              len(events) == 1 and as_list(events[0]["Action"]) == ["events:PutEvents"]
+              and events[0]["Resource"] == bus_arn
+              and events[0].get("Condition", {}).get("StringEquals", {}).get("events:source") == "twilio-lambda-rs", events)
+    out_env = res.get("OutboundCallFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    check("outbound calls get incoming-call's /status as their status callback",
+          "status" in json.dumps(out_env.get("STATUS_CALLBACK_URL")), out_env.get("STATUS_CALLBACK_URL"))
+    out_stmts = list(statements(res.get("OutboundCallFunctionRole", {})))
+    sqs = [st for st in out_stmts if any(a.startswith("sqs:") and a != "sqs:SendMessage" for a in as_list(st["Action"]))]
+    check("outbound-call consumes only the bulk-calls queue",
+          len(sqs) == 1 and sqs[0]["Resource"] == {"Fn::GetAtt": ["BulkCallsQueue", "Arn"]}, sqs)
+    mappings = [m["Properties"] for m in of_type(res, "AWS::Lambda::EventSourceMapping").values()]
+    check("one event source mapping, the bulk-calls queue into outbound-call",
+          len(mappings) == 1 and mappings[0]["EventSourceArn"] == {"Fn::GetAtt": ["BulkCallsQueue", "Arn"]}
+          and mappings[0]["FunctionName"] == {"Ref": "OutboundCallFunction"}, mappings)
+    for m in mappings:
+        check("only failed messages are redelivered (ReportBatchItemFailures)",
+              m.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], m)
+        check("consumers bounded, and the function paces for that many",
+              m.get("ScalingConfig", {}).get("MaximumConcurrency") is not None
+              and str(m["ScalingConfig"]["MaximumConcurrency"]) == str(out_env.get("BULK_MAX_CONCURRENCY")), (m, out_env))
+        # A batch at the pace (one call per BulkMaxConcurrency / CallsPerSecond seconds, at the
+        # defaults) plus the last call's 11 s attempt budget fits in the function's timeout.
+        slowest = m["BatchSize"] * 2 / 1 + 11
+        check("a batch at the default pace fits in the function's timeout", slowest <= outbound_timeout, slowest)
+    schedules = of_type(res, "AWS::Scheduler::Schedule")
+    for sched in schedules.values():
+        raw = json.dumps(sched["Properties"]["Target"].get("Input"))
+        check("the schedule's input carries its ARN and scheduled time (the idempotency key)",
+              "<aws.scheduler.schedule-arn>" in raw and "<aws.scheduler.scheduled-time>" in raw, raw)
+
 
 def main(path):
     os.environ.setdefault("AWS_DEFAULT_REGION", PSEUDO["AWS::Region"])
