@@ -302,3 +302,70 @@ async fn a_batch_of_ten_with_two_bad_messages_places_eight_and_reports_two() {
     assert_eq!(reported(&again), ["m3", "m7"]);
     assert_eq!(s.posts().await.len(), 8);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_thousand_queued_calls_drain_at_the_pace_with_no_duplicate_and_no_loss() {
+    let mut s = stack(created()).await;
+    let clock = Arc::new(test_support::SimulatedClock::default());
+    // CallsPerSecond 1 shared by BulkMaxConcurrency 2: one call every 2 s per instance.
+    let interval = Duration::from_secs(2);
+    s.app.pace = twilio_voice::pacing::Pace::with_clock(interval, clock.clone());
+    let aws = test_support::aws_config(&format!("http://127.0.0.1:{}", s._moto.port));
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let (url, arn, dlq) = test_support::bulk_queue(&sqs, "bulk", 5).await;
+    const CALLS: usize = 1000;
+    for chunk in (0..CALLS).collect::<Vec<_>>().chunks(10) {
+        let mut batch = sqs.send_message_batch().queue_url(&url);
+        for i in chunk {
+            batch = batch.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("e{i}"))
+                    .message_body(
+                        json!({"to": format!("+8131234{i:04}"), "say": "避難訓練です"}).to_string(),
+                    )
+                    .build()
+                    .unwrap(),
+            );
+        }
+        batch.send().await.unwrap();
+    }
+    // Every fourth invocation's answer is lost (as after a crash): its whole batch comes back.
+    let mut invocation = 0;
+    let app = &s.app;
+    let drained = test_support::drain_queue(&sqs, &url, &arn, 5, |event| {
+        invocation += 1;
+        let lost = invocation % 4 == 0;
+        async move {
+            let ids: Vec<Value> = event["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| json!({"itemIdentifier": r["messageId"]}))
+                .collect();
+            let answer = handle(event, app, Deadline::NONE).await.unwrap();
+            if lost {
+                json!({ "batchItemFailures": ids })
+            } else {
+                answer
+            }
+        }
+    })
+    .await;
+    let posts = s.posts().await;
+    let mut to: Vec<String> = posts
+        .iter()
+        .map(|p| form(p).into_iter().find(|(k, _)| k == "To").unwrap().1)
+        .collect();
+    to.sort();
+    to.dedup();
+    assert_eq!((posts.len(), to.len()), (CALLS, CALLS), "{drained:?}");
+    assert!(drained.reported > 0, "some answers were lost: {drained:?}");
+    let dead = sqs.receive_message().queue_url(&dlq).send().await.unwrap();
+    assert!(dead.messages().is_empty());
+    // The pace, read off the simulated clock: each slot 2 s after the one before.
+    let waits = clock.waits();
+    assert!(waits.len() >= CALLS);
+    assert!(waits.windows(2).all(|w| w[1] - w[0] >= interval));
+    assert!(waits[waits.len() - 1] - waits[0] >= interval * (CALLS as u32 - 1));
+}
