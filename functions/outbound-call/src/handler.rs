@@ -200,13 +200,15 @@ async fn handle_sqs(event: Value, app: &App, deadline: Deadline) -> Result<Value
                 Ok(key) => place(call, app, deadline, Some(key)).await.is_ok(),
                 Err(e) => {
                     let e = OutboundError::from(EventError::from(e));
-                    announce_failure(app, &e, None).await;
+                    let key = delivery::sqs(None, &message.message_id).ok();
+                    announce_failure(app, &e, key.as_ref()).await;
                     false
                 }
             },
             Err(e) => {
                 warn!(message_id = %message.message_id, error = %e, "bulk message is not a call event; reported");
-                announce_failure(app, &e.into(), None).await;
+                let key = delivery::sqs(None, &message.message_id).ok();
+                announce_failure(app, &e.into(), key.as_ref()).await;
                 false
             }
         };
@@ -407,11 +409,20 @@ async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
 }
 
 /// `Call Failed` for a failure no automatic retry will mend (not for a retryable one, and not
-/// again for an earlier delivery's, which was announced then).
+/// again for an earlier delivery's, which was announced then): once per request when the ledger
+/// can tell (an SQS message refused on each of its receives is announced once).
 async fn announce_failure(app: &App, e: &OutboundError, key: Option<&IdempotencyKey>) {
     let Some(bus) = &app.bus else { return };
     if matches!(e, OutboundError::Earlier { .. }) || e.retry() == Retry::Safe {
         return;
+    }
+    if let (Some(ledger), Some(key)) = (&app.ledger, key) {
+        match ledger.first_time(&format!("call-failed#{key}")).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            // Better twice than never.
+            Err(le) => warn!(error = %le, "call ledger unavailable; announcing the failure anyway"),
+        }
     }
     let event = DomainEvent::CallFailed(CallFailed {
         error_type: e.error_type().to_owned(),

@@ -301,6 +301,20 @@ async fn a_batch_of_ten_with_two_bad_messages_places_eight_and_reports_two() {
         .unwrap();
     assert_eq!(reported(&again), ["m3", "m7"]);
     assert_eq!(s.posts().await.len(), 8);
+    // Each bad message is announced once, not once per receive.
+    let failed: Vec<Value> = s
+        .inbox
+        .take()
+        .await
+        .into_iter()
+        .filter(|e| e["detail-type"] == "Call Failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|e| e["detail"]["error_type"] == "NonRetryable.InvalidEvent")
+    );
 }
 
 #[tokio::test]
