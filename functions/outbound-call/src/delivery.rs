@@ -38,11 +38,15 @@ fn key(raw: &str) -> Result<IdempotencyKey, DeliveryError> {
     Ok(IdempotencyKey::new(raw)?)
 }
 
-/// A direct invoke: the event's key, else the invocation's request ID.
-pub fn direct(field: Option<&str>, request_id: &str) -> Result<IdempotencyKey, DeliveryError> {
-    match field {
-        Some(k) => key(k),
-        None => key(&format!("lambda:{request_id}")),
+/// A direct invoke: the event's key, else the invocation's request ID (none outside Lambda).
+pub fn direct(
+    field: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<Option<IdempotencyKey>, DeliveryError> {
+    match (field, request_id) {
+        (Some(k), _) => key(k).map(Some),
+        (None, Some(id)) => key(&format!("lambda:{id}")).map(Some),
+        (None, None) => Ok(None),
     }
 }
 
@@ -94,8 +98,15 @@ mod tests {
 
     #[test]
     fn each_way_in_has_a_stable_key() {
-        assert_eq!(direct(None, "r-1").unwrap().as_str(), "lambda:r-1");
-        assert_eq!(direct(Some("mine"), "r-1").unwrap().as_str(), "mine");
+        assert_eq!(
+            direct(None, Some("r-1")).unwrap().unwrap().as_str(),
+            "lambda:r-1"
+        );
+        assert_eq!(
+            direct(Some("mine"), Some("r-1")).unwrap().unwrap().as_str(),
+            "mine"
+        );
+        assert_eq!(direct(None, None), Ok(None));
         assert_eq!(
             schedule(None, "arn:aws:scheduler:x", "2026-11-25T00:00:00Z")
                 .unwrap()

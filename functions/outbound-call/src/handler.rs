@@ -154,15 +154,8 @@ pub async fn handle_invocation(
         (call, Some(key))
     } else {
         let call = CallEvent::from_value(event)?;
-        let key = match request_id {
-            Some(id) => Some(delivery::direct(call.idempotency_key.as_deref(), id)),
-            None => call
-                .idempotency_key
-                .as_deref()
-                .map(|k| delivery::direct(Some(k), "")),
-        }
-        .transpose()
-        .map_err(EventError::from)?;
+        let key = delivery::direct(call.idempotency_key.as_deref(), request_id)
+            .map_err(EventError::from)?;
         (call, key)
     };
     let placed = place(call, app, deadline, key).await?;

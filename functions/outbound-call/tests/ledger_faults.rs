@@ -383,3 +383,39 @@ async fn a_thousand_queued_calls_drain_at_the_pace_with_no_duplicate_and_no_loss
     assert!(waits.windows(2).all(|w| w[1] - w[0] >= interval));
     assert!(waits[waits.len() - 1] - waits[0] >= interval * (CALLS as u32 - 1));
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_redelivered_invocation_or_schedule_run_dials_once() {
+    use outbound_call::handler::handle_invocation;
+    let s = stack(created()).await;
+    // The same asynchronous invocation delivered twice (same request ID), no key of its own.
+    let plain: Value = test_support::event("outbound-call-say-ja.json");
+    for _ in 0..2 {
+        handle_invocation(plain.clone(), &s.app, Deadline::NONE, Some("req-1"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.posts().await.len(), 1);
+    // Another invocation is another request.
+    handle_invocation(plain, &s.app, Deadline::NONE, Some("req-2"))
+        .await
+        .unwrap();
+    assert_eq!(s.posts().await.len(), 2);
+
+    // A schedule run delivered twice (two invocations: Scheduler's retry): one call; the next
+    // run: another.
+    let run: Value = test_support::event("outbound-call-schedule.json");
+    for request_id in ["req-3", "req-3-retry"] {
+        handle_invocation(run.clone(), &s.app, Deadline::NONE, Some(request_id))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.posts().await.len(), 3);
+    let mut next = run.clone();
+    next["schedule"]["time"] = json!("2026-11-26T00:00:00Z");
+    handle_invocation(next, &s.app, Deadline::NONE, Some("req-4"))
+        .await
+        .unwrap();
+    assert_eq!(s.posts().await.len(), 4);
+}
