@@ -58,6 +58,13 @@ impl Config {
             (None, Some(name)) => FlowSource::Parameter(name),
             (None, None) => FlowSource::BuiltIn,
         };
+        // Outcomes go to both or neither: a call recorded but never announced (or the reverse)
+        // would be a silent half-configuration.
+        let (ledger_table, event_bus) = match (get("CALL_LEDGER_TABLE"), get("EVENT_BUS_NAME")) {
+            (Some(_), None) => return Err(ConfigError::Missing("EVENT_BUS_NAME")),
+            (None, Some(_)) => return Err(ConfigError::Missing("CALL_LEDGER_TABLE")),
+            pair => pair,
+        };
         Ok(Self {
             tokens: WebhookTokenSpec {
                 auth_token,
@@ -65,8 +72,8 @@ impl Config {
             },
             public_base_url,
             flow,
-            ledger_table: get("CALL_LEDGER_TABLE"),
-            event_bus: get("EVENT_BUS_NAME"),
+            ledger_table,
+            event_bus,
         })
     }
 }
@@ -81,6 +88,30 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         })
+    }
+
+    #[test]
+    fn the_ledger_and_the_bus_come_together() {
+        let token = ("TWILIO_AUTH_TOKEN_PARAMETER", "/t");
+        assert_eq!(
+            config(&[token, ("CALL_LEDGER_TABLE", "ledger")]).unwrap_err(),
+            ConfigError::Missing("EVENT_BUS_NAME")
+        );
+        assert_eq!(
+            config(&[token, ("EVENT_BUS_NAME", "default")]).unwrap_err(),
+            ConfigError::Missing("CALL_LEDGER_TABLE")
+        );
+        let both = config(&[
+            token,
+            ("CALL_LEDGER_TABLE", "ledger"),
+            ("EVENT_BUS_NAME", "default"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (both.ledger_table.as_deref(), both.event_bus.as_deref()),
+            (Some("ledger"), Some("default"))
+        );
+        assert_eq!(config(&[token]).unwrap().ledger_table, None);
     }
 
     #[test]

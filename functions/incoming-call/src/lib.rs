@@ -144,7 +144,7 @@ impl App {
     }
 
     /// Passes status callbacks and voicemails on to the ledger and the bus named in `config`
-    /// (both, or neither), on clients built from `aws`.
+    /// (the configuration has both or neither), on clients built from `aws`.
     pub fn with_outcomes(mut self, config: &Config, aws: &aws_types::SdkConfig) -> Self {
         self.outcomes = match (&config.ledger_table, &config.event_bus) {
             (Some(table), Some(bus)) => Some(outcomes::Outcomes {
