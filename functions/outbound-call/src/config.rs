@@ -144,6 +144,41 @@ mod tests {
     }
 
     #[test]
+    fn ledger_events_and_pace_settings() {
+        let c = config(MINIMAL).unwrap();
+        assert_eq!(
+            (c.ledger_table, c.event_bus, c.status_callback),
+            (None, None, None)
+        );
+        assert_eq!((c.calls_per_second.get(), c.bulk_consumers.get()), (1, 2));
+        let c = config(&with(&[
+            ("CALL_LEDGER_TABLE", "ledger"),
+            ("EVENT_BUS_NAME", "calls"),
+            ("STATUS_CALLBACK_URL", "https://example.com/status"),
+            ("CALLS_PER_SECOND", "5"),
+            ("BULK_MAX_CONCURRENCY", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ledger_table.as_deref(), Some("ledger"));
+        assert_eq!(c.event_bus.as_deref(), Some("calls"));
+        assert_eq!(
+            c.status_callback.as_deref(),
+            Some("https://example.com/status")
+        );
+        assert_eq!((c.calls_per_second.get(), c.bulk_consumers.get()), (5, 10));
+        for (name, bad) in [
+            ("STATUS_CALLBACK_URL", "http://example.com/status"),
+            ("CALLS_PER_SECOND", "0"),
+            ("BULK_MAX_CONCURRENCY", "two"),
+        ] {
+            match config(&with(&[(name, bad)])) {
+                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{name}={bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn minimal_configuration_uses_twilio_and_the_auth_token() {
         let c = config(MINIMAL).unwrap();
         assert_eq!(c.api_base_url, "https://api.twilio.com");
