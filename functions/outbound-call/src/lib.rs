@@ -1,5 +1,6 @@
-//! `outbound-call`: places Twilio calls from a direct invoke, an IAM-authenticated HTTP API or an
-//! EventBridge schedule, with credentials from SSM and a destination allow-list.
+//! `outbound-call`: places Twilio calls from a direct invoke, an IAM-authenticated HTTP API, an
+//! EventBridge schedule or an SQS queue, with credentials from SSM, a destination allow-list
+//! and, with the call ledger, at most one call per request.
 
 pub mod bulk;
 pub mod config;

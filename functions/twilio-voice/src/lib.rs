@@ -1,5 +1,6 @@
 //! The Twilio voice domain shared by the `incoming-call` and `outbound-call` functions: TwiML,
-//! webhook signatures, SSM-backed credentials, the Calls API client and phone numbers.
+//! webhook signatures, SSM-backed credentials, the Calls API client, phone numbers, the call
+//! ledger (DynamoDB), the domain events (EventBridge) and the pace of outbound calls.
 //! Nothing here knows Lambda's event types.
 
 pub mod aws;
