@@ -28,6 +28,8 @@ pub enum InitError {
     Flow(#[from] FlowError),
     #[error("reading SSM: {0}")]
     Credentials(#[from] CredentialsError),
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// The call flow held in SSM: read like a credential (one `GetParameters`, cached for the TTL,
@@ -89,6 +91,9 @@ impl FlowStore {
     }
 }
 
+/// A caller's status callback gets this long; Twilio waits 15 s for our answer.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl App {
     /// Loads the call flow and the auth token(s) during INIT, so the first call pays for neither.
     pub async fn init(config: Config, ssm: aws_sdk_ssm::Client) -> Result<Self, InitError> {
@@ -140,6 +145,10 @@ impl App {
             answers: Default::default(),
             clock,
             outcomes: None,
+            forwarder: reqwest::Client::builder()
+                .connect_timeout(FORWARD_TIMEOUT)
+                .timeout(FORWARD_TIMEOUT)
+                .build()?,
         })
     }
 

@@ -41,6 +41,8 @@ pub struct App {
     pub clock: Clock,
     /// The call ledger and the event bus: status callbacks and voicemails are passed on there.
     pub outcomes: Option<Outcomes>,
+    /// Passes a status callback on to the caller's own URL (`/status?forward=`).
+    pub forwarder: reqwest::Client,
 }
 
 /// Most answers kept: one per (base URL, number, branch) in use; more means something odd.
@@ -255,6 +257,20 @@ impl Webhook {
         signature::validate(&self.url, self.payload(), Some(&self.signature), tokens)
     }
 
+    /// The caller's own status callback that outbound-call put in the query of ours
+    /// (`?forward=`). It needs no check of its own: it is part of the URL Twilio signed, which
+    /// only the holder of the auth token (outbound-call, having checked it is https) can make.
+    fn forward_to(&self) -> Option<String> {
+        if self.is_get || self.is_json {
+            return None;
+        }
+        url::Url::parse(&self.url)
+            .ok()?
+            .query_pairs()
+            .find(|(k, _)| k == "forward")
+            .map(|(_, v)| v.into_owned())
+    }
+
     fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -318,6 +334,9 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
                 // Ours: 503, so that Twilio reports the failure (and retries, if asked to).
                 Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
             }
+        }
+        if let Some(target) = webhook.forward_to() {
+            forward(app, &webhook, &target, &tokens.current).await;
         }
         return Ok(None);
     }
@@ -401,6 +420,38 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
         Route::Status => unreachable!("answered above"),
     };
     Ok(Some(twiml.to_xml()))
+}
+
+/// Passes a status callback on, signed as Twilio signs it (for the target URL, with the
+/// account's auth token), so that the caller's endpoint can check it like any webhook. A failure
+/// is logged: the callback was recorded, and Twilio must not send it again for that.
+async fn forward(app: &App, webhook: &Webhook, target: &str, token: &AuthToken) {
+    let signature = signature::sign(target, &webhook.params, token);
+    let sent = app
+        .forwarder
+        .post(target)
+        .header("x-twilio-signature", signature)
+        .form(&webhook.params)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => {
+            debug!(
+                status = response.status().as_u16(),
+                "status callback passed on"
+            );
+        }
+        Ok(response) => {
+            warn!(
+                status = response.status().as_u16(),
+                "the caller's status callback refused it"
+            );
+        }
+        Err(e) => warn!(
+            timeout = e.is_timeout(),
+            "the caller's status callback could not be reached"
+        ),
+    }
 }
 
 /// Checks the signature with the cached tokens, and once more with fresh ones when the cached

@@ -168,3 +168,56 @@ async fn a_status_callback_the_ledger_cannot_take_gets_503() {
     let response = handle(webhook("/status", &callback("answered", "3")), &s.app).await;
     assert_eq!(response.status_code, 204);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_callers_own_status_callback_gets_each_callback_signed_for_it() {
+    use twilio_voice::signature::Payload;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let s = stack().await;
+    let theirs = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/their-status"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&theirs)
+        .await;
+    let target = format!("{}/their-status", theirs.uri());
+    // As outbound-call builds it: ours, the caller's URL in the signed query.
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("forward", &target)
+        .finish();
+    let mut params = callback("completed", "3");
+    params.push(("CallDuration", "42"));
+    let response = handle(webhook(&format!("/status?{query}"), &params), &s.app).await;
+    assert_eq!(response.status_code, 204);
+
+    // Recorded and announced here ...
+    assert_eq!(s.inbox.take().await.len(), 1);
+    // ... and passed on, with a signature the caller can check as Twilio's.
+    let received = theirs.received_requests().await.unwrap();
+    assert_eq!(received.len(), 1);
+    let got: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        form_urlencoded::parse(&received[0].body).collect();
+    let sent: Vec<(Cow<'_, str>, Cow<'_, str>)> = params
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+        .collect();
+    assert_eq!(got, sent);
+    let sig = received[0]
+        .headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    signature::validate(
+        &target,
+        Payload::Params(&got),
+        sig,
+        [&AuthToken::new(TOKEN)],
+    )
+    .expect("a valid signature for the caller's URL");
+
+    // Without ?forward= nothing is passed on.
+    handle(webhook("/status", &callback("completed", "4")), &s.app).await;
+    assert_eq!(theirs.received_requests().await.unwrap().len(), 1);
+}

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use serde::Deserialize;
 use twilio_voice::calls::{
-    CallCreated, CallError, CallPolicy, CallRequest, CallsClient, Deadline, ErrorClass,
+    CallCreated, CallError, CallPolicy, CallRequest, CallsClient, Deadline, ErrorClass, InvalidCall,
 };
 use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsError};
 use twilio_voice::events::{CallFailed, DomainEvent, EventBus};
@@ -288,8 +288,11 @@ async fn place_checked(
             return Err(OutboundError::Expired(raw));
         }
     }
-    if event.status_callback.is_none() {
-        event.status_callback = app.status_callback.clone();
+    if let Some(ours) = &app.status_callback {
+        event.status_callback = Some(match event.status_callback.take() {
+            None => ours.clone(),
+            Some(theirs) => forwarding(ours, &theirs)?,
+        });
     }
     let request = event
         .into_request(app.from.as_ref(), &app.policy)
@@ -343,6 +346,20 @@ async fn place_checked(
             Err(earlier(duplicate))
         }
     }
+}
+
+/// Twilio takes one status callback per call: ours, carrying the caller's in its signed query
+/// (`?forward=`), so that incoming-call records the outcome and passes the callback on.
+fn forwarding(ours: &str, theirs: &str) -> Result<String, EventError> {
+    if !twilio_voice::limits::is_https_url(theirs) {
+        return Err(InvalidCall::NotHttps {
+            field: "status_callback",
+        }
+        .into());
+    }
+    let mut url = url::Url::parse(ours).map_err(|e| EventError::Json(e.to_string()))?;
+    url.query_pairs_mut().append_pair("forward", theirs);
+    Ok(url.into())
 }
 
 /// What a failed attempt means for a later delivery of the same request.

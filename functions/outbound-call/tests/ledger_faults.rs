@@ -241,15 +241,18 @@ async fn a_delivery_after_not_after_places_nothing() {
 
     let mut in_time = keyed("in-time");
     in_time["not_after"] = json!("2999-01-01T00:00:00Z");
-    // A caller's own status callback is kept.
-    in_time["status_callback"] = json!("https://example.com/their-status");
+    // A caller's own status callback rides on ours, which passes each callback on.
+    in_time["status_callback"] = json!("https://example.com/their-status?id=7");
     handle(in_time, &s.app, Deadline::NONE).await.unwrap();
     let posts = s.posts().await;
     assert_eq!(posts.len(), 1);
-    assert!(form(&posts[0]).contains(&(
-        "StatusCallback".into(),
-        "https://example.com/their-status".into()
-    )));
+    let expected =
+        format!("{OUR_STATUS_URL}?forward=https%3A%2F%2Fexample.com%2Ftheir-status%3Fid%3D7");
+    assert!(
+        form(&posts[0]).contains(&("StatusCallback".into(), expected.clone())),
+        "{expected} in {:?}",
+        form(&posts[0])
+    );
 }
 
 fn sqs_event(bodies: &[(String, String)]) -> Value {
