@@ -3,10 +3,8 @@
 //! the call event itself and gets the created call, or an error whose type says whether an
 //! automated retry is safe.
 
-use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use lambda_http::aws_lambda_events::encodings::Body;
-use lambda_http::http::{HeaderValue, Method, header};
+use lambda_http::http::Method;
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
@@ -14,11 +12,16 @@ use twilio_voice::calls::{
     CallCreated, CallError, CallPolicy, CallRequest, CallsClient, Deadline, ErrorClass,
 };
 use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsError};
+use twilio_voice::http_event;
 use twilio_voice::phone::PhoneNumber;
 
 use crate::event::{CallEvent, EventError};
 
 pub use twilio_voice::calls::Retry;
+
+/// A call event is a few kB (inline TwiML is at most 4000 characters); anything near this is
+/// not one.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// What the function holds between invocations.
 pub struct App {
@@ -99,30 +102,23 @@ async fn handle_http(
     deadline: Deadline,
 ) -> ApiGatewayV2httpResponse {
     if request.request_context.http.method != Method::POST {
-        return respond(
+        return http_event::json(
             405,
-            json!({"error": {"type": "NonRetryable.MethodNotAllowed", "message": "POST a call event"}}),
+            &json!({"error": {"type": "NonRetryable.MethodNotAllowed", "message": "POST a call event"}}),
         );
     }
-    let body = request.body.unwrap_or_default();
-    let bytes = if request.is_base64_encoded {
-        match base64::engine::general_purpose::STANDARD.decode(&body) {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                return error_response(&EventError::Json("body is not valid base64".into()).into());
-            }
-        }
-    } else {
-        body.into_bytes()
+    let bytes = match http_event::body_bytes(&request, MAX_EVENT_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) => return error_response(&EventError::Json(e.to_string()).into()),
     };
     let result = match CallEvent::from_json(&bytes) {
         Ok(event) => place(event, app, deadline).await,
         Err(e) => Err(e.into()),
     };
     match result {
-        Ok(created) => respond(
+        Ok(created) => http_event::json(
             201,
-            json!({"call_sid": created.sid, "status": created.status}),
+            &json!({"call_sid": created.sid, "status": created.status}),
         ),
         Err(e) => error_response(&e),
     }
@@ -199,18 +195,7 @@ fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
     if let Some(code) = e.twilio_code() {
         error["twilio_code"] = json!(code);
     }
-    respond(i64::from(class.http_status()), json!({ "error": error }))
-}
-
-fn respond(status: i64, body: Value) -> ApiGatewayV2httpResponse {
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = status;
-    response.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response.body = Some(Body::Text(body.to_string()));
-    response
+    http_event::json(class.http_status(), &json!({ "error": error }))
 }
 
 #[cfg(test)]
