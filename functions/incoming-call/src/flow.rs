@@ -506,10 +506,12 @@ impl CallFlow {
     /// answer, but before the parties are connected", which may "decline the phone call using
     /// <Gather> and <Hangup>" (https://www.twilio.com/docs/voice/twiml/number, and the call
     /// whisper glossary, https://www.twilio.com/docs/glossary/call-whisper). Which
-    /// `DialCallStatus` a declined whisper reports is not stated there, so a call only counts as
-    /// taken when the status says so and `DialBridged` does not say it was never connected: a
-    /// screened-out leg (a carrier voicemail cannot press 1) goes on to the next number or the
-    /// fallback, which fixes "completed means answered".
+    /// `DialCallStatus` a declined whisper reports is not stated there; the action request also
+    /// carries `DialBridged`, whether the two parties were connected. So a screened forward only
+    /// counts as taken when Twilio says the parties were bridged (`DialBridged=true`): a
+    /// screened-out leg (a carrier voicemail cannot press 1), whatever its status, and a request
+    /// that does not say, go on to the next number or the fallback; the safe side of a doubt is
+    /// a voicemail prompt, not a lost message. An unscreened forward keeps the status rule.
     pub fn dial_result(
         &self,
         at: &StepPath,
@@ -520,11 +522,18 @@ impl CallFlow {
         links: &Links,
     ) -> VoiceResponse {
         let r = VoiceResponse::new();
-        let answered = matches!(status, Some("completed" | "answered")) && bridged != Some("false");
+        let step = self.step(at);
+        let screened = matches!(step, Some((_, Step::Forward(forward))) if forward.screen);
+        let connected = matches!(status, Some("completed" | "answered"));
+        let answered = if screened {
+            connected && bridged == Some("true")
+        } else {
+            connected && bridged != Some("false")
+        };
         if answered {
             return r.hangup();
         }
-        let Some((f, Step::Forward(forward))) = self.step(at) else {
+        let Some((f, Step::Forward(forward))) = step else {
             return restart(links);
         };
         let next = usize::from(hunt) + 1;

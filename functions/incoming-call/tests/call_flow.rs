@@ -237,6 +237,15 @@ async fn a_screened_out_leg_hunts_on_then_reaches_the_voicemail_fallback() {
         unanswered.contains(">+81312345679</Number>"),
         "{unanswered}"
     );
+    // "completed" without a word on bridging is not taken as answered on a screened forward:
+    // that reading is the defect that lost callers' messages to carrier voicemail.
+    let unsaid = twiml(
+        &app,
+        "/dial-result?at=0o1&n=0",
+        &[("DialCallStatus", "completed")],
+    )
+    .await;
+    assert!(unsaid.contains(">+81312345679</Number>"), "{unsaid}");
 
     // The last number declined too: the recording notice, then the voicemail.
     let fallback = twiml(
