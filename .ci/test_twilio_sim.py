@@ -37,7 +37,7 @@ _spec.loader.exec_module(sim_mod)
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "0123456789abcdef0123456789abcdef"
 KEY_SID, KEY_SECRET = "SK" + "b" * 32, "key-secret"
-OURS = "+815012345678"
+OURS = "+81501234567"
 ALICE = "+819011112222"
 BOB = "+819033334444"
 CAROL = "+819055556666"

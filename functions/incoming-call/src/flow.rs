@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use twilio_voice::limits;
-use twilio_voice::phone::PhoneNumber;
+use twilio_voice::phone::{PhoneNumber, mask_digits};
 use twilio_voice::twiml::{
     Dial, Gather, GatherInput, Method, Number, Play, Record, Redirect, Reject, Say, Speech,
     VoiceResponse,
@@ -318,11 +318,13 @@ impl CallFlow {
         let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            FlowError::Json(if path == "." {
+            // A path or a value may be a phone number (a per-number flow's key): masked, as the
+            // error is logged.
+            FlowError::Json(mask_digits(&if path == "." {
                 inner.to_string()
             } else {
                 format!("{path}: {inner}")
-            })
+            }))
         })?;
         let main = Flow {
             language: doc.language,
@@ -781,8 +783,8 @@ impl Flow {
 
 fn invalid(path: &str, reason: impl std::fmt::Display) -> FlowError {
     FlowError::Invalid {
-        path: path.trim_end_matches('.').to_owned(),
-        reason: reason.to_string(),
+        path: mask_digits(path.trim_end_matches('.')),
+        reason: mask_digits(&reason.to_string()),
     }
 }
 
@@ -1082,10 +1084,12 @@ mod tests {
                 r#"{"then": {"hangup": {}}, "schedule": {"hours": {}, "open": {"hangup": {}}, "after_hours": {"hangup": {}}}}"#,
                 "not both",
             ),
-            (r#"{"numbers": {"0312345678": {}}}"#, "numbers.0312345678"),
+            // The path names the number's flow, masked: start-up errors are logged.
+            (r#"{"numbers": {"0312345678": {}}}"#, "numbers.031*****78"),
         ] {
             let err = CallFlow::from_json(json).unwrap_err().to_string();
             assert!(err.contains(reason), "{json}: {err}");
+            assert!(!err.contains("312345678"), "{json}: {err}");
         }
     }
 }

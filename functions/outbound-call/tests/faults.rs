@@ -666,9 +666,7 @@ async fn the_credentials_reread_obeys_the_deadline() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(CALLS_PATH))
-        .respond_with(
-            twilio_error(401, 20003, "Authenticate").set_delay(Duration::from_secs(3)),
-        )
+        .respond_with(twilio_error(401, 20003, "Authenticate").set_delay(Duration::from_secs(3)))
         .mount(&server)
         .await;
     let rule = ssm_rule();
