@@ -33,6 +33,8 @@ pub struct App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
+    #[error("only POST places a call; nothing sent")]
+    MethodNotAllowed,
     #[error("invalid call event, nothing sent: {0}")]
     Event(#[from] EventError),
     #[error("Twilio credentials unavailable, nothing sent: {0}")]
@@ -46,6 +48,7 @@ impl OutboundError {
     /// status and the retry advice.
     pub fn class(&self) -> ErrorClass {
         match self {
+            Self::MethodNotAllowed => ErrorClass::MethodNotAllowed,
             Self::Event(_) => ErrorClass::InvalidEvent,
             Self::Credentials(CredentialsError::Unavailable(_)) => {
                 ErrorClass::CredentialsUnavailable
@@ -102,10 +105,7 @@ async fn handle_http(
     deadline: Deadline,
 ) -> ApiGatewayV2httpResponse {
     if request.request_context.http.method != Method::POST {
-        return http_event::json(
-            405,
-            &json!({"error": {"type": "NonRetryable.MethodNotAllowed", "message": "POST a call event"}}),
-        );
+        return error_response(&OutboundError::MethodNotAllowed);
     }
     let bytes = match http_event::body_bytes(&request, MAX_EVENT_BYTES) {
         Ok(bytes) => bytes,

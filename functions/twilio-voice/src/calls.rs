@@ -366,6 +366,8 @@ impl CallError {
 /// Every way placing a call can fail, as callers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
+    /// The HTTP API was called with another method than POST.
+    MethodNotAllowed,
     InvalidEvent,
     TwilioRejected,
     TwilioAuthentication,
@@ -403,7 +405,8 @@ impl Retry {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 9] = [
+        ErrorClass::MethodNotAllowed,
         ErrorClass::InvalidEvent,
         ErrorClass::TwilioRejected,
         ErrorClass::TwilioAuthentication,
@@ -418,6 +421,7 @@ impl ErrorClass {
     /// retry advice of each class. README's error table says the same.
     pub const fn describe(self) -> (&'static str, u16, Retry) {
         match self {
+            Self::MethodNotAllowed => ("NonRetryable.MethodNotAllowed", 405, Retry::Pointless),
             Self::InvalidEvent => ("NonRetryable.InvalidEvent", 400, Retry::Pointless),
             Self::TwilioRejected => ("NonRetryable.TwilioRejected", 422, Retry::Pointless),
             Self::TwilioAuthentication => {
