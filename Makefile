@@ -126,9 +126,9 @@ sam-build:
 	.venv-iac/bin/sam build --build-dir target/sam-build
 	.venv-iac/bin/python .ci/check_bootstraps.py target/sam-build IncomingCallFunction OutboundCallFunction
 
-# Point a Twilio number at the deployed stack: make wire-number NUMBER=+815012345678
+# Point a Twilio number at the deployed stack: make wire-number NUMBER=+81501234567
 wire-number:
-	@test -n "$(NUMBER)" || { echo "usage: make wire-number NUMBER=+815012345678 [STACK=twilio-voice]"; exit 2; }
+	@test -n "$(NUMBER)" || { echo "usage: make wire-number NUMBER=+81501234567 [STACK=twilio-voice]"; exit 2; }
 	.venv-iac/bin/python .ci/wire_number.py --number "$(NUMBER)" --stack-name "$(or $(STACK),twilio-voice)"
 
 dev: test-deps

@@ -37,7 +37,7 @@ _spec.loader.exec_module(sim_mod)
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "0123456789abcdef0123456789abcdef"
 KEY_SID, KEY_SECRET = "SK" + "b" * 32, "key-secret"
-OURS = "+815012345678"
+OURS = "+81501234567"
 ALICE = "+819011112222"
 BOB = "+819033334444"
 CAROL = "+819055556666"
@@ -442,6 +442,7 @@ class Forwarding(SimTest):
         self.assertEqual(app.at("/screen")[0]["params"]["Digits"], "2")
         self.assertEqual(len(results), 1)
         self.assertEqual(results[0]["DialCallStatus"], "no-answer")
+        self.assertEqual(results[0]["DialBridged"], "false")
         self.assertEqual(results[0]["DialCallSid"], whisper["CallSid"])
         self.assertEqual(results[0]["DialCallDuration"], "0")
         self.assertEqual(results[0]["CallSid"], parent)
@@ -461,7 +462,7 @@ class Forwarding(SimTest):
         app = self.start(self.routes(results), {"numbers": {BOB: {"keys": ["1"], "duration": 42}}})
         parent = self.place(ALICE, app)["sid"]
         log = self.finish()
-        self.assertEqual([r["DialCallStatus"] for r in results], ["completed"])
+        self.assertEqual([(r["DialCallStatus"], r["DialBridged"]) for r in results], [("completed", "true")])
         leg = [c for c in log["calls"] if c["parent_call_sid"] == parent][0]
         self.assertEqual((results[0]["DialCallSid"], results[0]["DialCallDuration"]), (leg["sid"], leg["duration"]))
         # The leg's duration runs from its answer: the whisper, then 42 s of conversation.

@@ -21,14 +21,14 @@ export TWILIO_API_BASE_URL=http://127.0.0.1:$TWILIO_PORT
 
 wire() { .venv/bin/python .ci/wire_number.py "$@" 2>&1; }
 url=https://abc.lambda-url.ap-northeast-1.on.aws
-out=$(wire --number +815012345678 --voice-url "$url/voice" --status-url "$url/status")
+out=$(wire --number +81501234567 --voice-url "$url/voice" --status-url "$url/status")
 check "wires the number through Twilio's published API" grep -q "^PN.*voice_url=" <<<"$out"
 check "the update reached the stand-in" grep -q "post /2010-04-01/Accounts/.*/IncomingPhoneNumbers/.*json" "$logs/prism.log"
 out=$(wire --number 050-1234-5678 --voice-url "$url/voice")
 check "refuses a number that is not E.164" grep -q "must be E.164" <<<"$out"
-out=$(wire --number +815012345678 --voice-url "http://insecure.example.com/voice")
+out=$(wire --number +81501234567 --voice-url "http://insecure.example.com/voice")
 check "refuses a plain-http webhook" grep -q "must be https" <<<"$out"
-out=$(wire --number +815012345678 --voice-url "$url/voice" --auth-token-parameter /twilio/missing)
+out=$(wire --number +81501234567 --voice-url "$url/voice" --auth-token-parameter /twilio/missing)
 check "names a missing SSM parameter" grep -q "not found: /twilio/missing" <<<"$out"
 echo "wire-number: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1252,9 +1252,9 @@ class Executor:
         if not el.get("action"):
             return None  # no action: Twilio continues with the next verb
         action = self.resolve(doc_url, el.get("action"))
-        params = [("DialCallStatus", dial_status), ("DialCallSid", dial_sid), ("DialCallDuration", str(dial_duration or 0))]
-        if bridged:
-            params.append(("DialBridged", "true"))
+        # DialBridged says whether the parties were connected, on every Dial action request.
+        params = [("DialCallStatus", dial_status), ("DialCallSid", dial_sid), ("DialCallDuration", str(dial_duration or 0)),
+                  ("DialBridged", "true" if bridged else "false")]
         return self.fetch(action, el.get("method", "POST"), "dial", params), action
 
     def whisper(self, leg, url, method):

@@ -2,7 +2,7 @@
 """Points a Twilio number at the deployed stack: sets its VoiceUrl and StatusCallback (both POST)
 through Twilio's IncomingPhoneNumbers API, with the URLs from the stack's outputs.
 
-  wire_number.py --number +815012345678 [--stack-name twilio-voice] [--region ap-northeast-1]
+  wire_number.py --number +81501234567 [--stack-name twilio-voice] [--region ap-northeast-1]
 
 Credentials: TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN from the environment, or else read from the
 SSM parameters the stack uses (--account-sid-parameter, --auth-token-parameter). --voice-url and

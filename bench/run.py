@@ -106,7 +106,7 @@ def machine():
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    flow = (ROOT / ".ci/dev/call-flow.json").read_text()
+    flow = (ROOT / "bench/call-flow.json").read_text()
     moto, endpoint = start_moto(OUT)
     results = {"machine": machine()}
     try:

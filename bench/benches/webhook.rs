@@ -28,7 +28,15 @@ fn app(rt: &tokio::runtime::Runtime) -> App {
     ];
     let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
     let ssm = test_support::ssm_with(&[("/twilio/auth-token", TOKEN)]);
-    rt.block_on(App::init(config, ssm)).expect("app starts")
+    // A fixed instant inside the flow's open hours, so every run measures the same branch (the
+    // handler still reads the clock once per call, as in production).
+    let open: i64 = 1_799_802_000; // Wednesday 2027-01-13 10:00 JST
+    rt.block_on(App::init_with_clock(
+        config,
+        ssm,
+        std::sync::Arc::new(move || open),
+    ))
+    .expect("app starts")
 }
 
 fn webhook(c: &mut Criterion) {

@@ -2,8 +2,9 @@
 `twilio` package and boto3, run under `awslambdaric`. `make bench` measures it beside ours.
 
 It does what ours does on the answer route: reads the auth token from SSM at start-up, checks
-X-Twilio-Signature on the URL Twilio signed, and answers with the development call flow's TwiML
-(greeting, then a menu). The bench checks that both answer with the same TwiML."""
+X-Twilio-Signature on the URL Twilio signed, and answers with the TwiML of bench/call-flow.json
+(greeting, then a menu: the same at any hour, unlike `make dev`'s flow with its schedule). The
+bench checks that both answer with the same TwiML."""
 
 import base64
 import os
@@ -27,7 +28,7 @@ validator = RequestValidator(_token["Parameter"]["Value"])
 def answer(base):
     response = VoiceResponse()
     response.say(GREETING, language=LANGUAGE, voice=VOICE)
-    gather = Gather(input="dtmf", action=f"{base}/menu", method="POST", timeout=5,
+    gather = Gather(input="dtmf", action=f"{base}/menu?at=0m&tries=0", method="POST", timeout=5,
                     num_digits=1)
     gather.say(PROMPT, language=LANGUAGE, voice=VOICE)
     response.append(gather)

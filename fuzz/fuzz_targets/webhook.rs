@@ -147,14 +147,7 @@ fn url_variants(url: &str) -> Vec<String> {
 fn form_urlencoded_pairs(
     event: &ApiGatewayV2httpRequest,
 ) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
-    let body = event.body.as_deref().unwrap_or("");
-    let bytes = if event.is_base64_encoded {
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap_or_default()
-    } else {
-        body.as_bytes().to_vec()
-    };
+    let bytes = twilio_voice::http_event::body_bytes(event, usize::MAX).unwrap_or_default();
     form_urlencoded::parse(&bytes)
         .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
         .collect()

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
-use twilio_voice::phone::PhoneNumber;
+use twilio_voice::limits;
+use twilio_voice::phone::{PhoneNumber, mask_digits};
 use twilio_voice::twiml::{
     Dial, Gather, GatherInput, Method, Number, Play, Record, Redirect, Reject, Say, Speech,
     VoiceResponse,
@@ -18,8 +19,8 @@ use crate::voices;
 /// Twilio's demo `voice.xml` plays this; the flow used when none is configured plays it too.
 pub const DEMO_AUDIO: &str = "https://demo.twilio.com/docs/classic.mp3";
 
-// Limits (seconds unless said otherwise). Twilio's own: `<Dial timeLimit>` at most 14400,
-// `<Dial timeout>` at most 600.
+// Limits (seconds unless said otherwise). Twilio's own, and the cost caps shared with outbound
+// calls, come from `twilio_voice::limits`; these are the flow's defaults and its own bounds.
 /// Default and range of the seconds a menu waits for a key.
 pub const MENU_TIMEOUT: u32 = 5;
 pub const MENU_TIMEOUT_MAX: u32 = 60;
@@ -28,17 +29,17 @@ pub const MENU_RETRIES: u8 = 2;
 pub const MENU_RETRIES_MAX: u8 = 5;
 /// Default and range of the ring time of a forward.
 pub const RING_TIMEOUT: u32 = 20;
-pub const RING_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 5..=600;
-/// Default and most seconds a forwarded call may last (`<Dial timeLimit>`), a cost cap.
-pub const FORWARD_TIME_LIMIT: u32 = 3600;
-pub const FORWARD_TIME_LIMIT_MAX: u32 = 14_400;
+pub const RING_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> =
+    5..=*limits::RING_TIMEOUT_SECONDS.end();
+/// Default seconds a forwarded call may last (`<Dial timeLimit>`), a cost cap; at most
+/// Twilio's [`limits::TIME_LIMIT_SECONDS`].
+pub const FORWARD_TIME_LIMIT: u32 = limits::DEFAULT_TIME_LIMIT_SECONDS;
 /// Most numbers a forward rings in turn.
 pub const HUNT_MAX: usize = 5;
 /// Seconds the screened callee has to press 1.
 pub const SCREEN_TIMEOUT: u32 = 8;
-/// Default and most seconds of a voicemail.
+/// Default seconds of a voicemail; at most [`limits::RECORD_MAX_LENGTH_SECONDS`].
 pub const VOICEMAIL_MAX_LENGTH: u32 = 120;
-pub const VOICEMAIL_MAX_LENGTH_MAX: u32 = 600;
 
 /// Each parsed flow gets its own id, so answers cached for an older flow are never served.
 static NEXT_FLOW_ID: AtomicU64 = AtomicU64::new(1);
@@ -317,11 +318,13 @@ impl CallFlow {
         let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            FlowError::Json(if path == "." {
+            // A path or a value may be a phone number (a per-number flow's key): masked, as the
+            // error is logged.
+            FlowError::Json(mask_digits(&if path == "." {
                 inner.to_string()
             } else {
                 format!("{path}: {inner}")
-            })
+            }))
         })?;
         let main = Flow {
             language: doc.language,
@@ -505,10 +508,12 @@ impl CallFlow {
     /// answer, but before the parties are connected", which may "decline the phone call using
     /// <Gather> and <Hangup>" (https://www.twilio.com/docs/voice/twiml/number, and the call
     /// whisper glossary, https://www.twilio.com/docs/glossary/call-whisper). Which
-    /// `DialCallStatus` a declined whisper reports is not stated there, so a call only counts as
-    /// taken when the status says so and `DialBridged` does not say it was never connected: a
-    /// screened-out leg (a carrier voicemail cannot press 1) goes on to the next number or the
-    /// fallback, which fixes "completed means answered".
+    /// `DialCallStatus` a declined whisper reports is not stated there; the action request also
+    /// carries `DialBridged`, whether the two parties were connected. So a screened forward only
+    /// counts as taken when Twilio says the parties were bridged (`DialBridged=true`): a
+    /// screened-out leg (a carrier voicemail cannot press 1), whatever its status, and a request
+    /// that does not say, go on to the next number or the fallback; the safe side of a doubt is
+    /// a voicemail prompt, not a lost message. An unscreened forward keeps the status rule.
     pub fn dial_result(
         &self,
         at: &StepPath,
@@ -519,11 +524,18 @@ impl CallFlow {
         links: &Links,
     ) -> VoiceResponse {
         let r = VoiceResponse::new();
-        let answered = matches!(status, Some("completed" | "answered")) && bridged != Some("false");
+        let step = self.step(at);
+        let screened = matches!(step, Some((_, Step::Forward(forward))) if forward.screen);
+        let connected = matches!(status, Some("completed" | "answered"));
+        let answered = if screened {
+            connected && bridged == Some("true")
+        } else {
+            connected && bridged != Some("false")
+        };
         if answered {
             return r.hangup();
         }
-        let Some((f, Step::Forward(forward))) = self.step(at) else {
+        let Some((f, Step::Forward(forward))) = step else {
             return restart(links);
         };
         let next = usize::from(hunt) + 1;
@@ -771,8 +783,8 @@ impl Flow {
 
 fn invalid(path: &str, reason: impl std::fmt::Display) -> FlowError {
     FlowError::Invalid {
-        path: path.trim_end_matches('.').to_owned(),
-        reason: reason.to_string(),
+        path: mask_digits(path.trim_end_matches('.')),
+        reason: mask_digits(&reason.to_string()),
     }
 }
 
@@ -922,12 +934,15 @@ impl Checker<'_> {
             }
         }
         if !RING_TIMEOUT_RANGE.contains(&f.timeout) {
-            return Err(invalid(&format!("{p}.timeout"), "must be 5 to 600 seconds"));
+            return Err(invalid(
+                &format!("{p}.timeout"),
+                range_text(&RING_TIMEOUT_RANGE),
+            ));
         }
-        if !(1..=FORWARD_TIME_LIMIT_MAX).contains(&f.time_limit) {
+        if !limits::TIME_LIMIT_SECONDS.contains(&f.time_limit) {
             return Err(invalid(
                 &format!("{p}.time_limit"),
-                format!("must be 1 to {FORWARD_TIME_LIMIT_MAX} seconds"),
+                range_text(&limits::TIME_LIMIT_SECONDS),
             ));
         }
         match &f.fallback {
@@ -937,10 +952,10 @@ impl Checker<'_> {
     }
 
     fn voicemail(&mut self, p: &str, v: &Voicemail) -> Result<(), FlowError> {
-        if !(1..=VOICEMAIL_MAX_LENGTH_MAX).contains(&v.max_length) {
+        if !limits::RECORD_MAX_LENGTH_SECONDS.contains(&v.max_length) {
             return Err(invalid(
                 &format!("{p}.max_length"),
-                format!("must be 1 to {VOICEMAIL_MAX_LENGTH_MAX} seconds"),
+                range_text(&limits::RECORD_MAX_LENGTH_SECONDS),
             ));
         }
         for (name, s) in [("prompt", &v.prompt), ("goodbye", &v.goodbye)] {
@@ -957,8 +972,11 @@ impl Checker<'_> {
         }
         if let Speech::Detailed(d) = s {
             self.voice(&format!("{p}.voice"), d.voice.as_deref())?;
-            if d.loops == Some(0) || d.loops.is_some_and(|n| n > 10) {
-                return Err(invalid(&format!("{p}.loop"), "must be 1 to 10"));
+            if d.loops.is_some_and(|n| !limits::LOOP_COUNT.contains(&n)) {
+                return Err(invalid(
+                    &format!("{p}.loop"),
+                    range_text(&limits::LOOP_COUNT),
+                ));
             }
         }
         Ok(())
@@ -977,6 +995,12 @@ impl Checker<'_> {
     }
 }
 
+fn range_text(range: &std::ops::RangeInclusive<u32>) -> String {
+    format!("must be {} to {}", range.start(), range.end())
+}
+
+/// Audio may be served over http; the https rule (`limits::is_https_url`) is for URLs Twilio
+/// fetches TwiML from or posts callbacks to.
 fn check_url(path: &str, url: &str) -> Result<(), FlowError> {
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => Ok(()),
@@ -1060,10 +1084,12 @@ mod tests {
                 r#"{"then": {"hangup": {}}, "schedule": {"hours": {}, "open": {"hangup": {}}, "after_hours": {"hangup": {}}}}"#,
                 "not both",
             ),
-            (r#"{"numbers": {"0312345678": {}}}"#, "numbers.0312345678"),
+            // The path names the number's flow, masked: start-up errors are logged.
+            (r#"{"numbers": {"0312345678": {}}}"#, "numbers.031*****78"),
         ] {
             let err = CallFlow::from_json(json).unwrap_err().to_string();
             assert!(err.contains(reason), "{json}: {err}");
+            assert!(!err.contains("312345678"), "{json}: {err}");
         }
     }
 }

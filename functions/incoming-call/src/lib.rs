@@ -42,6 +42,9 @@ pub struct FlowSpec {
 
 impl CredentialSpec for FlowSpec {
     type Output = CallFlow;
+    fn what(&self) -> &'static str {
+        "call flow"
+    }
     fn parameter_names(&self) -> Vec<&str> {
         vec![self.parameter.as_str()]
     }

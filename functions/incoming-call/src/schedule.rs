@@ -140,30 +140,6 @@ impl TryFrom<String> for DateRange {
     }
 }
 
-/// When the office is open.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Calendar {
-    pub hours: Hours,
-    /// Days the office is closed whatever the hours say (年末年始, お盆, 臨時休業).
-    #[serde(default)]
-    pub closed: Vec<DateRange>,
-    /// Closed on Japan's national holidays (default true).
-    #[serde(default = "yes")]
-    pub japanese_holidays: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Calendar {
-    /// Open, after hours, or a holiday (national or `closed`) at `unix` seconds.
-    pub fn branch_at(&self, unix: i64) -> Branch {
-        branch_at(&self.hours, &self.closed, self.japanese_holidays, unix)
-    }
-}
-
 /// Open, after hours, or a holiday (national or `closed`) at `unix` seconds.
 pub fn branch_at(
     hours: &Hours,
@@ -171,21 +147,19 @@ pub fn branch_at(
     japanese_holidays: bool,
     unix: i64,
 ) -> Branch {
+    let Some(now) = local(unix) else {
+        return Branch::AfterHours;
+    };
+    let date = now.date();
+    if closed.iter().any(|r| r.first <= date && date <= r.last)
+        || (japanese_holidays && is_national_holiday(date))
     {
-        let Some(now) = local(unix) else {
-            return Branch::AfterHours;
-        };
-        let date = now.date();
-        if closed.iter().any(|r| r.first <= date && date <= r.last)
-            || (japanese_holidays && is_national_holiday(date))
-        {
-            return Branch::Holiday;
-        }
-        let minute = now.hour() as u16 * 60 + now.minute() as u16;
-        match hours.on(date.weekday()) {
-            Some(spans) if spans.0.iter().any(|(a, b)| *a <= minute && minute < *b) => Branch::Open,
-            _ => Branch::AfterHours,
-        }
+        return Branch::Holiday;
+    }
+    let minute = now.hour() as u16 * 60 + now.minute() as u16;
+    match hours.on(date.weekday()) {
+        Some(spans) if spans.0.iter().any(|(a, b)| *a <= minute && minute < *b) => Branch::Open,
+        _ => Branch::AfterHours,
     }
 }
 
@@ -193,14 +167,35 @@ pub fn branch_at(
 mod tests {
     use super::*;
 
-    /// Unix seconds of a Japan-time wall clock reading.
+    /// Unix seconds of a Japan-time wall clock reading: written out as nine hours, not through
+    /// JST_OFFSET_SECONDS, so that a wrong offset in the code cannot cancel out here.
     pub(crate) fn jst(y: i32, mo: u8, d: u8, h: u8, mi: u8) -> i64 {
         let date = Date::from_calendar_date(y, Month::try_from(mo).unwrap(), d).unwrap();
         date.with_hms(h, mi, 0)
             .unwrap()
             .assume_utc()
             .unix_timestamp()
-            - JST_OFFSET_SECONDS
+            - 9 * 3600
+    }
+
+    /// A schedule's calendar as the flow holds it.
+    #[derive(Debug, Clone, Deserialize)]
+    struct Calendar {
+        hours: Hours,
+        #[serde(default)]
+        closed: Vec<DateRange>,
+        #[serde(default = "yes")]
+        japanese_holidays: bool,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    impl Calendar {
+        fn branch_at(&self, unix: i64) -> Branch {
+            branch_at(&self.hours, &self.closed, self.japanese_holidays, unix)
+        }
     }
 
     fn calendar() -> Calendar {
@@ -215,7 +210,11 @@ mod tests {
     #[test]
     fn hours_are_read_in_japan_time() {
         let c = calendar();
-        // Tuesday 2026-12-01 09:00 JST is Monday 24:00 UTC.
+        // Tuesday 2026-12-01 09:00 JST is Monday 24:00 UTC, 1_796_083_200 (a literal, checked
+        // against the helper, so neither can drift alone).
+        assert_eq!(jst(2026, 12, 1, 9, 0), 1_796_083_200);
+        assert_eq!(c.branch_at(1_796_083_200), Branch::Open);
+        assert_eq!(c.branch_at(1_796_083_200 - 60), Branch::AfterHours);
         assert_eq!(c.branch_at(jst(2026, 12, 1, 9, 0)), Branch::Open);
         assert_eq!(c.branch_at(jst(2026, 12, 1, 8, 59)), Branch::AfterHours);
         assert_eq!(c.branch_at(jst(2026, 12, 1, 17, 59)), Branch::Open);

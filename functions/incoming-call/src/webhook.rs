@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use lambda_http::aws_lambda_events::encodings::Body;
-use lambda_http::http::{HeaderMap, HeaderValue, Method, header};
+use lambda_http::http::{HeaderMap, Method, header};
 use tracing::{debug, info, warn};
 use twilio_voice::credentials::{AuthToken, CredentialStore, WebhookTokenSpec, WebhookTokens};
+use twilio_voice::http_event::{self, BodyError};
 use twilio_voice::phone::mask;
 use twilio_voice::signature::{self, Payload, SignatureError};
 
@@ -109,14 +109,15 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn status(&self) -> i64 {
+    /// The HTTP status and the plain-text body that says it.
+    pub fn status(&self) -> (u16, &'static str) {
         match self {
-            Self::NotFound => 404,
-            Self::MethodNotAllowed => 405,
-            Self::BadRequest(_) => 400,
-            Self::TooLarge => 413,
-            Self::Forbidden(_) => 403,
-            Self::Unavailable(_) | Self::NotRecorded(_) => 503,
+            Self::NotFound => (404, "Not Found"),
+            Self::MethodNotAllowed => (405, "Method Not Allowed"),
+            Self::BadRequest(_) => (400, "Bad Request"),
+            Self::TooLarge => (413, "Payload Too Large"),
+            Self::Forbidden(_) => (403, "Forbidden"),
+            Self::Unavailable(_) | Self::NotRecorded(_) => (503, "Service Unavailable"),
         }
     }
 }
@@ -125,10 +126,10 @@ impl Rejection {
 /// a 502 at the Function URL, which Twilio records as an application error.
 pub async fn handle(event: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2httpResponse {
     match answer(&event, app).await {
-        Ok(Some(twiml)) => respond(200, Some(("text/xml; charset=utf-8", twiml))),
-        Ok(None) => respond(204, None),
+        Ok(Some(twiml)) => http_event::response(200, "text/xml; charset=utf-8", twiml),
+        Ok(None) => http_event::empty(204),
         Err(rejection) => {
-            let status = rejection.status();
+            let (status, text) = rejection.status();
             match &rejection {
                 // The token store logs each failed SSM read itself; one line per request
                 // would turn a flood into a flood of errors.
@@ -140,15 +141,7 @@ pub async fn handle(event: ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2ht
                     warn!(status, reason = %rejection, path = %path, "webhook rejected")
                 }
             }
-            let text = match status {
-                400 => "Bad Request",
-                403 => "Forbidden",
-                404 => "Not Found",
-                405 => "Method Not Allowed",
-                413 => "Payload Too Large",
-                _ => "Service Unavailable",
-            };
-            respond(status, Some(("text/plain; charset=utf-8", text.to_owned())))
+            http_event::response(status, "text/plain; charset=utf-8", text.to_owned())
         }
     }
 }
@@ -202,7 +195,10 @@ impl Webhook {
         } else {
             format!("{base}{raw_path}?{query}")
         };
-        let body = body(event)?;
+        let body = http_event::body_bytes(event, MAX_BODY_BYTES).map_err(|e| match e {
+            BodyError::TooLarge { .. } => Rejection::TooLarge,
+            BodyError::NotBase64 => Rejection::BadRequest("body is not valid base64"),
+        })?;
         let is_json = header_str(&event.headers, header::CONTENT_TYPE).is_some_and(|ct| {
             ct.trim_start()
                 .to_ascii_lowercase()
@@ -493,25 +489,6 @@ fn host(event: &ApiGatewayV2httpRequest) -> Result<&str, Rejection> {
     }
 }
 
-fn body(event: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Rejection> {
-    let raw = event.body.as_deref().unwrap_or("");
-    // base64 is 4/3 of the bytes it carries.
-    if raw.len() > MAX_BODY_BYTES * 4 / 3 + 4 {
-        return Err(Rejection::TooLarge);
-    }
-    let bytes = if event.is_base64_encoded {
-        base64::engine::general_purpose::STANDARD
-            .decode(raw)
-            .map_err(|_| Rejection::BadRequest("body is not valid base64"))?
-    } else {
-        raw.as_bytes().to_vec()
-    };
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Rejection::TooLarge);
-    }
-    Ok(bytes)
-}
-
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -529,18 +506,6 @@ fn signature_header(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
                 .map_err(|_| Rejection::Forbidden(SignatureError::Malformed))
         })
         .transpose()
-}
-
-fn respond(status: i64, body: Option<(&'static str, String)>) -> ApiGatewayV2httpResponse {
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = status;
-    if let Some((content_type, text)) = body {
-        response
-            .headers
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        response.body = Some(Body::Text(text));
-    }
-    response
 }
 
 #[cfg(test)]

@@ -237,6 +237,15 @@ async fn a_screened_out_leg_hunts_on_then_reaches_the_voicemail_fallback() {
         unanswered.contains(">+81312345679</Number>"),
         "{unanswered}"
     );
+    // "completed" without a word on bridging is not taken as answered on a screened forward:
+    // that reading is the defect that lost callers' messages to carrier voicemail.
+    let unsaid = twiml(
+        &app,
+        "/dial-result?at=0o1&n=0",
+        &[("DialCallStatus", "completed")],
+    )
+    .await;
+    assert!(unsaid.contains(">+81312345679</Number>"), "{unsaid}");
 
     // The last number declined too: the recording notice, then the voicemail.
     let fallback = twiml(
@@ -435,7 +444,8 @@ async fn flow_errors_name_the_path_of_the_field() {
         ),
         (
             r#"{"numbers": {"+81501234568": {"then": {"forward": {"number": "+81312345678", "fallback": {"prompt": " "}}}}}}"#,
-            "numbers.+81501234568.then.forward.fallback.prompt",
+            // The number in the path is masked: start-up errors are logged.
+            "numbers.+81*******68.then.forward.fallback.prompt",
         ),
     ] {
         let err = App::init(vars(flow), test_support::ssm_with(&[("/token", TOKEN)]))

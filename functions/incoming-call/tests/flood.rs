@@ -21,7 +21,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const PARAMETER: &str = "/twilio/auth-token";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const FLOOD: usize = 150;
-const READ_FAILED: &str = "reading credentials from SSM failed";
+const READ_FAILED: &str = "reading from SSM failed";
 const ATTEMPTS: usize = MAX_ATTEMPTS as usize;
 
 fn get_parameters() -> wiremock::MockBuilder {

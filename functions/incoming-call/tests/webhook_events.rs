@@ -363,3 +363,67 @@ async fn the_sample_events_drive_the_dev_flow_through_screening() {
         text(&response)
     );
 }
+
+/// The flow in SSM is read again after the TTL, so an operator's edit takes effect without a
+/// redeploy; an edit that breaks the document, or deletes it, keeps the line answering with the
+/// last good flow instead of failing every call.
+#[tokio::test(start_paused = true)]
+async fn an_edited_flow_is_used_and_a_broken_edit_keeps_the_last_good_one() {
+    use std::sync::{Arc, Mutex};
+    use twilio_voice::credentials::DEFAULT_TTL;
+
+    let document: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(Some(
+        r#"{"language": "ja-JP", "greeting": "はじめの案内です。"}"#.to_owned(),
+    )));
+    let current = Arc::clone(&document);
+    let rule = mock!(aws_sdk_ssm::Client::get_parameters).then_compute_output(move |input| {
+        let mut out = aws_sdk_ssm::operation::get_parameters::GetParametersOutput::builder();
+        for name in input.names() {
+            let value = match name.as_str() {
+                "/twilio/auth-token" => Some(TOKEN.to_owned()),
+                "/twilio/call-flow" => current.lock().unwrap().clone(),
+                _ => None,
+            };
+            out = match value {
+                Some(v) => out.parameters(
+                    aws_sdk_ssm::types::Parameter::builder()
+                        .name(name)
+                        .value(v)
+                        .build(),
+                ),
+                None => out.invalid_parameters(name.clone()),
+            };
+        }
+        out.build()
+    });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule]);
+    let app = app_with(&[("CALL_FLOW_PARAMETER", "/twilio/call-flow")], ssm).await;
+    let greeting = |response: &ApiGatewayV2httpResponse| {
+        assert_eq!(response.status_code, 200, "{}", text(response));
+        let xml = text(response);
+        let start = xml.find("<Say").expect("a greeting");
+        xml[start..].split('>').nth(1).unwrap_or("").to_owned()
+    };
+    let first = handle(event("incoming-call.json"), &app).await;
+    assert_eq!(greeting(&first), "はじめの案内です。</Say");
+
+    let edit = |doc: Option<&str>| *document.lock().unwrap() = doc.map(str::to_owned);
+    let later = DEFAULT_TTL + std::time::Duration::from_secs(1);
+    for broken in [Some(r#"{"greting": "typo"}"#), Some("{"), None] {
+        edit(broken);
+        tokio::time::advance(later).await;
+        let response = handle(event("incoming-call.json"), &app).await;
+        assert_eq!(
+            greeting(&response),
+            "はじめの案内です。</Say",
+            "after {broken:?}"
+        );
+    }
+
+    edit(Some(
+        r#"{"language": "ja-JP", "greeting": "新しい案内です。"}"#,
+    ));
+    tokio::time::advance(later).await;
+    let response = handle(event("incoming-call.json"), &app).await;
+    assert_eq!(greeting(&response), "新しい案内です。</Say");
+}

@@ -7,10 +7,8 @@
 //! With a call ledger (`CALL_LEDGER_TABLE`), every way in carries an idempotency key (see
 //! `delivery`) and `once::place_once` makes each request dial at most once.
 
-use base64::Engine as _;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use lambda_http::aws_lambda_events::encodings::Body;
-use lambda_http::http::{HeaderValue, Method, header};
+use lambda_http::http::Method;
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +20,7 @@ use twilio_voice::calls::{
 };
 use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsError};
 use twilio_voice::events::{CallFailed, DomainEvent, EventBus};
+use twilio_voice::http_event;
 use twilio_voice::ledger::{
     Duplicate, IdempotencyKey, Ledger, LedgerError, RequestRecord, Resolution,
 };
@@ -34,6 +33,10 @@ use crate::event::{CallEvent, EventError};
 use crate::once::{Fate, OnceError, Placement, place_once};
 
 pub use twilio_voice::calls::Retry;
+
+/// A call event is a few kB (inline TwiML is at most 4000 characters); anything near this is
+/// not one.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// What the function holds between invocations.
 pub struct App {
@@ -53,6 +56,8 @@ pub struct App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
+    #[error("only POST places a call; nothing sent")]
+    MethodNotAllowed,
     #[error("invalid call event, nothing sent: {0}")]
     Event(#[from] EventError),
     #[error("Twilio credentials unavailable, nothing sent: {0}")]
@@ -77,6 +82,7 @@ impl OutboundError {
     /// status and the retry advice.
     pub fn class(&self) -> ErrorClass {
         match self {
+            Self::MethodNotAllowed => ErrorClass::MethodNotAllowed,
             Self::Event(_) => ErrorClass::InvalidEvent,
             Self::Credentials(CredentialsError::Unavailable(_)) => {
                 ErrorClass::CredentialsUnavailable
@@ -221,21 +227,11 @@ async fn handle_http(
     deadline: Deadline,
 ) -> ApiGatewayV2httpResponse {
     if request.request_context.http.method != Method::POST {
-        return respond(
-            405,
-            json!({"error": {"type": "NonRetryable.MethodNotAllowed", "message": "POST a call event"}}),
-        );
+        return error_response(&OutboundError::MethodNotAllowed);
     }
-    let body = request.body.unwrap_or_default();
-    let bytes = if request.is_base64_encoded {
-        match base64::engine::general_purpose::STANDARD.decode(&body) {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                return error_response(&EventError::Json("body is not valid base64".into()).into());
-            }
-        }
-    } else {
-        body.into_bytes()
+    let bytes = match http_event::body_bytes(&request, MAX_EVENT_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) => return error_response(&EventError::Json(e.to_string()).into()),
     };
     let header = request
         .headers
@@ -250,9 +246,9 @@ async fn handle_http(
     };
     match result {
         // A request placed by an earlier delivery is answered as it was then.
-        Ok(placed) => respond(
+        Ok(placed) => http_event::json(
             201,
-            json!({"call_sid": placed.created.sid, "status": placed.created.status}),
+            &json!({"call_sid": placed.created.sid, "status": placed.created.status}),
         ),
         Err(e) => error_response(&e),
     }
@@ -493,18 +489,7 @@ fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
     if let Some(code) = e.twilio_code() {
         error["twilio_code"] = json!(code);
     }
-    respond(i64::from(class.http_status()), json!({ "error": error }))
-}
-
-fn respond(status: i64, body: Value) -> ApiGatewayV2httpResponse {
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = status;
-    response.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response.body = Some(Body::Text(body.to_string()));
-    response
+    http_event::json(class.http_status(), &json!({ "error": error }))
 }
 
 #[cfg(test)]

@@ -286,6 +286,10 @@ async fn bad_http_api_bodies_get_400_and_nothing_is_sent() {
     let mut truncated = base();
     truncated["body"] = json!(r#"{"to": "+8131234"#);
     cases.push(("truncated JSON", truncated));
+    let mut oversized = base();
+    let padding = " ".repeat(outbound_call::handler::MAX_EVENT_BYTES);
+    oversized["body"] = json!(format!(r#"{{"to": "+81312345678", "say": "hi"{padding}}}"#));
+    cases.push(("body over the size limit", oversized));
 
     for (what, event) in cases {
         let out = handle(event, &app, Deadline::NONE).await.unwrap();

@@ -611,8 +611,8 @@ async fn the_first_call_reuses_the_connection_opened_during_init() {
 fn slow_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 5,
-        first_delay: Duration::from_secs(1),
-        max_delay: Duration::from_secs(2),
+        first_delay: Duration::from_secs(20),
+        max_delay: Duration::from_secs(30),
         deadline_margin: Duration::from_millis(500),
     }
 }
@@ -632,8 +632,9 @@ async fn rate_limited_retries_stop_before_the_deadline() {
         slow_retry(),
     )
     .await;
-    // Room for one attempt (2 s timeout + 0.5 s margin), not for a 1 s backoff and another.
-    let deadline = Deadline::at(Instant::now() + Duration::from_secs(3));
+    // Room for one attempt (2 s timeout + 0.5 s margin, 7.5 s to spare), never for a backoff of
+    // 20 s or more and another: no timing of the machine changes the count.
+    let deadline = Deadline::at(Instant::now() + Duration::from_secs(10));
     let err = handle(event("outbound-call-url.json"), &app, deadline)
         .await
         .unwrap_err();
@@ -665,21 +666,20 @@ async fn the_credentials_reread_obeys_the_deadline() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(CALLS_PATH))
-        .respond_with(
-            twilio_error(401, 20003, "Authenticate").set_delay(Duration::from_millis(800)),
-        )
+        .respond_with(twilio_error(401, 20003, "Authenticate").set_delay(Duration::from_secs(3)))
         .mount(&server)
         .await;
     let rule = ssm_rule();
     let app = app_with(
         &server.uri(),
         test_support_mock(&rule),
-        Duration::from_secs(2),
+        Duration::from_secs(5),
         fast_retry(),
     )
     .await;
-    // The first attempt fits (2.5 s needed of 3 s); after its 0.8 s answer a second does not.
-    let deadline = Deadline::at(Instant::now() + Duration::from_secs(3));
+    // The first attempt fits (5.5 s needed of 8 s); after its 3 s answer a second cannot (at
+    // most 5 s are left, and a slower machine only leaves less).
+    let deadline = Deadline::at(Instant::now() + Duration::from_secs(8));
     let err = handle(event("outbound-call-url.json"), &app, deadline)
         .await
         .unwrap_err();

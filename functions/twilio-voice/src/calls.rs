@@ -366,6 +366,8 @@ impl CallError {
 /// Every way placing a call can fail, as callers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
+    /// The HTTP API was called with another method than POST.
+    MethodNotAllowed,
     InvalidEvent,
     TwilioRejected,
     TwilioAuthentication,
@@ -409,7 +411,8 @@ impl Retry {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
+        ErrorClass::MethodNotAllowed,
         ErrorClass::InvalidEvent,
         ErrorClass::TwilioRejected,
         ErrorClass::TwilioAuthentication,
@@ -427,6 +430,7 @@ impl ErrorClass {
     /// retry advice of each class. README's error table says the same.
     pub const fn describe(self) -> (&'static str, u16, Retry) {
         match self {
+            Self::MethodNotAllowed => ("NonRetryable.MethodNotAllowed", 405, Retry::Pointless),
             Self::InvalidEvent => ("NonRetryable.InvalidEvent", 400, Retry::Pointless),
             Self::TwilioRejected => ("NonRetryable.TwilioRejected", 422, Retry::Pointless),
             Self::TwilioAuthentication => {
@@ -476,8 +480,15 @@ impl Deadline {
         Self(Some(instant))
     }
 
-    /// From Lambda's deadline (milliseconds since the Unix epoch) read at `now`.
+    /// From Lambda's deadline (milliseconds since the Unix epoch) read at `now`. Lambda always
+    /// sets one. A value before 2001 is not a deadline Lambda would send but what an invocation
+    /// without one carries (0 in `lambda_runtime`'s default context; `cargo lambda watch` sends
+    /// its 10-minute timeout, 600000, as if it were a date): no deadline is known then.
     pub fn from_epoch_millis(deadline_ms: u64, now: SystemTime) -> Self {
+        const PLAUSIBLE_EPOCH_MS: u64 = 978_307_200_000; // 2001-01-01T00:00:00Z
+        if deadline_ms < PLAUSIBLE_EPOCH_MS {
+            return Self::NONE;
+        }
         let now_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -488,6 +499,12 @@ impl Deadline {
     /// The instant itself, if there is one.
     pub fn instant(&self) -> Option<Instant> {
         self.0
+    }
+
+    /// Time left before the deadline (`None`: no deadline).
+    pub fn left(&self) -> Option<Duration> {
+        self.0
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Whether `needed` fits before the deadline, starting now.
@@ -620,6 +637,7 @@ impl CallsClient {
             if !self.attempt_fits(deadline, delay) {
                 tracing::warn!(
                     attempts,
+                    left_ms = deadline.left().map(|d| d.as_millis() as u64),
                     "no time left for another attempt before the deadline"
                 );
                 return Err(CallError::RateLimited {
@@ -1088,7 +1106,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(!deadline.allows(Duration::from_millis(3_000)));
         assert!(Deadline::NONE.allows(Duration::from_secs(86_400)));
-        let past = Deadline::from_epoch_millis(1_000, now);
+        let past = Deadline::from_epoch_millis(1_700_000_000_000, now);
         assert!(!past.allows(Duration::ZERO));
+        // No deadline given (a default context; cargo lambda watch's 600000): none is enforced.
+        assert_eq!(Deadline::from_epoch_millis(0, now), Deadline::NONE);
+        assert_eq!(Deadline::from_epoch_millis(600_000, now), Deadline::NONE);
     }
 }

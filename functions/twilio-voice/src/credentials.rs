@@ -109,6 +109,10 @@ impl CredentialsError {
 /// The SSM parameters that make up one kind of credentials, and how they are put together.
 pub trait CredentialSpec: Send + Sync {
     type Output: Send + Sync;
+    /// What the parameters hold, for the log line of a failed read.
+    fn what(&self) -> &'static str {
+        "credentials"
+    }
     fn parameter_names(&self) -> Vec<&str>;
     fn assemble(&self, values: &mut Parameters) -> Result<Self::Output, CredentialsError>;
 }
@@ -382,16 +386,18 @@ impl<S: CredentialSpec> CredentialStore<S> {
                     .filter(|age| error.is_transient() && *age < self.ttl + GRACE_PERIOD);
                 match stale {
                     Some(age) => tracing::error!(
+                        what = self.spec.what(),
                         error = %error,
                         retry_in_s = FAILURE_MEMO.as_secs(),
                         age_s = age.as_secs(),
                         grace_left_s = (self.ttl + GRACE_PERIOD - age).as_secs(),
-                        "reading credentials from SSM failed; the last good ones stay in use"
+                        "reading from SSM failed; the last good value stays in use"
                     ),
                     None => tracing::error!(
+                        what = self.spec.what(),
                         error = %error,
                         retry_in_s = FAILURE_MEMO.as_secs(),
-                        "reading credentials from SSM failed"
+                        "reading from SSM failed"
                     ),
                 }
                 state.failure = Some((Instant::now(), error.clone()));
@@ -706,7 +712,7 @@ mod tests {
             let lines = errors.lines();
             assert_eq!(lines.len(), 1, "{lines:?}");
             assert!(
-                lines[0].contains("the last good ones stay in use"),
+                lines[0].contains("the last good value stays in use"),
                 "{lines:?}"
             );
 

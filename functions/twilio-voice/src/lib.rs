@@ -1,12 +1,13 @@
 //! The Twilio voice domain shared by the `incoming-call` and `outbound-call` functions: TwiML,
 //! webhook signatures, SSM-backed credentials, the Calls API client, phone numbers, the call
 //! ledger (DynamoDB), the domain events (EventBridge) and the pace of outbound calls.
-//! Nothing here knows Lambda's event types.
+//! Only `http_event`, the adapter both functions share, knows Lambda's event types.
 
 pub mod aws;
 pub mod calls;
 pub mod credentials;
 pub mod events;
+pub mod http_event;
 pub mod ledger;
 pub mod limits;
 pub mod logging;

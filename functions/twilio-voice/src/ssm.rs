@@ -23,7 +23,6 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
-use crate::credentials::{self, CredentialsError};
 use crate::settings::{Settings, SettingsError};
 
 /// One attempt (connect, send, answer) gives up after this; SSM answers in milliseconds.
@@ -97,16 +96,6 @@ pub fn client(
         config = config.endpoint_url(endpoint);
     }
     Ok(aws_sdk_ssm::Client::from_conf(config.build()))
-}
-
-/// Reads one parameter that is not a secret (a call-flow document): a String, or a
-/// SecureString decrypted, as text. A missing or empty parameter is an error naming it.
-///
-/// It is one `GetParameters` call (the functions' policies allow only that action).
-pub async fn read_text(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String, CredentialsError> {
-    credentials::get_parameters(ssm, &[name])
-        .await?
-        .take_text(name)
 }
 
 /// Loads a PEM bundle the way the SDK's connector will at the first request, where a bad one

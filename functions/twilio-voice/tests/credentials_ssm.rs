@@ -210,19 +210,26 @@ fn retry() -> aws_sdk_ssm::config::retry::RetryConfig {
         .with_initial_backoff(ssm::INITIAL_BACKOFF)
 }
 
+/// How the call flow is read: a document taken as text, not as a `Secret`.
+async fn read_text(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String, CredentialsError> {
+    twilio_voice::credentials::get_parameters(ssm, &[name])
+        .await?
+        .take_text(name)
+}
+
 #[tokio::test]
 async fn a_document_is_read_as_plain_text() {
     let flow = r#"{"greeting": "お電話ありがとうございます。"}"#;
     let ssm =
         test_support::ssm_with(&[("/flow", r#"{"greeting": "お電話ありがとうございます。"}"#)]);
-    assert_eq!(ssm::read_text(&ssm, "/flow").await.unwrap(), flow);
-    match ssm::read_text(&ssm, "/missing").await {
+    assert_eq!(read_text(&ssm, "/flow").await.unwrap(), flow);
+    match read_text(&ssm, "/missing").await {
         Err(CredentialsError::MissingParameters(names)) => assert_eq!(names, ["/missing"]),
         other => panic!("expected MissingParameters, got {other:?}"),
     }
     let empty = test_support::ssm_with(&[("/flow", " ")]);
     assert!(matches!(
-        ssm::read_text(&empty, "/flow").await,
+        read_text(&empty, "/flow").await,
         Err(CredentialsError::Empty(name)) if name == "/flow"
     ));
 }

@@ -155,6 +155,7 @@ impl UrlPrefixes {
             return Err(UrlRefused::NoPrefixes);
         }
         let allowed = is_https_url(url)
+            && !has_dot_segment(url)
             && self.0.iter().any(|p| {
                 url.strip_prefix(p.as_str()).is_some_and(|rest| {
                     p.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
@@ -170,6 +171,17 @@ impl UrlPrefixes {
     fn listed(&self) -> String {
         self.0.join(",")
     }
+}
+
+/// Whether the URL's path has a segment a URL parser collapses (`.`, `..`, also written
+/// `%2e`, with `\` read as `/` as WHATWG parsers do for https): such a path can climb out of a
+/// prefix's path (`https://host/twiml/../evil`), so it is refused rather than resolved.
+fn has_dot_segment(url: &str) -> bool {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    url[..end].split(['/', '\\']).any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 /// What inline TwiML may reach.
@@ -686,6 +698,26 @@ mod tests {
                 "space inside the URL",
                 doc("<Redirect>https://demo.twilio.com/ x</Redirect>"),
                 "ALLOWED_TWIML_URL_PREFIXES",
+            ),
+            (
+                "dot segments out of the prefix's path",
+                doc("<Redirect>https://demo.twilio.com/../evil/twiml</Redirect>"),
+                "ALLOWED_TWIML_URL_PREFIXES",
+            ),
+            (
+                "percent-encoded dot segments",
+                doc("<Redirect>https://demo.twilio.com/%2E%2e/evil</Redirect>"),
+                "ALLOWED_TWIML_URL_PREFIXES",
+            ),
+            (
+                "dot segment after a backslash",
+                doc(r"<Redirect>https://demo.twilio.com/docs\..\..\evil</Redirect>"),
+                "ALLOWED_TWIML_URL_PREFIXES",
+            ),
+            (
+                "single dot segment",
+                doc(r#"<Gather action="https://demo.twilio.com/./x"><Say>x</Say></Gather>"#),
+                "action",
             ),
             (
                 "Gather action",
