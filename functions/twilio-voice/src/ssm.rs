@@ -5,7 +5,8 @@
 //! variables, so profiles, SSO, STS web identity and IMDS are dead weight here: dropping them
 //! takes about a megabyte off each bootstrap. TLS trusts the Amazon Trust Services roots, which
 //! AWS's own endpoints chain to, instead of parsing the whole system store at every cold start
-//! (several milliseconds); `AWS_CA_BUNDLE` adds roots for an endpoint that needs others.
+//! (several milliseconds); `AWS_CA_BUNDLE` adds roots for an endpoint that needs others. The
+//! HTTP client and its trust store are the ones every AWS client shares (`aws::http_client`).
 //!
 //! Every read is bounded: [`ATTEMPT_TIMEOUT`] per attempt, [`MAX_ATTEMPTS`] attempts, and
 //! [`OPERATION_TIMEOUT`] for all of them, so a throttled or hanging SSM costs a webhook seconds,
@@ -13,17 +14,10 @@
 
 use std::time::Duration;
 
+use crate::settings::{Settings, SettingsError};
 use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::config::timeout::TimeoutConfig;
 use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
-use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-
-use crate::settings::{Settings, SettingsError};
 
 /// One attempt (connect, send, answer) gives up after this; SSM answers in milliseconds.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,24 +49,7 @@ pub fn client(
         None,
         "lambda-environment",
     );
-    let mut trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(AMAZON_TRUST_SERVICES.as_bytes());
-    if let Some(path) = settings.get("AWS_CA_BUNDLE") {
-        let pem = std::fs::read(&path).map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
-        check_roots(&pem).map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
-        trust = trust.with_pem_certificate(pem);
-    }
-    let tls_context = TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| SettingsError::invalid("AWS_CA_BUNDLE", e))?;
-    let http = OneConnector(
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(tls_context)
-            .build_https(),
-    );
+    let http = crate::aws::http_client(settings.get("AWS_CA_BUNDLE").as_deref())?;
     let mut config = aws_sdk_ssm::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region))
@@ -96,48 +73,6 @@ pub fn client(
         config = config.endpoint_url(endpoint);
     }
     Ok(aws_sdk_ssm::Client::from_conf(config.build()))
-}
-
-/// Loads a PEM bundle the way the SDK's connector will at the first request, where a bad one
-/// would panic; here it stops the start with the setting's name instead.
-fn check_roots(pem: &[u8]) -> Result<(), String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM bundle: {e}"))?;
-    if certs.is_empty() {
-        return Err("no certificate in it".to_owned());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("a certificate cannot be a root: {e}"))?;
-    }
-    Ok(())
-}
-
-/// The SDK's hyper client, minus the throwaway connector its start-up validation builds to warm
-/// the system roots: with roots given as PEM, every connector parses them again (milliseconds
-/// when `AWS_CA_BUNDLE` is a system-sized bundle), so only the connector that is used is built.
-#[derive(Debug)]
-struct OneConnector(SharedHttpClient);
-
-impl HttpClient for OneConnector {
-    fn http_connector(
-        &self,
-        settings: &HttpConnectorSettings,
-        components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        self.0.http_connector(settings, components)
-    }
-
-    fn connector_metadata(
-        &self,
-    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
-        self.0.connector_metadata()
-    }
 }
 
 #[cfg(test)]
