@@ -670,7 +670,7 @@ impl CallsClient {
     }
 
     /// The newest call to `to` created at or after `since`, from Twilio's Calls list
-    /// (`GET .../Calls.json?To=...&StartTime>=<date>`): how a request whose outcome is unknown
+    /// (`GET .../Calls.json?To=...`, newest first): how a request whose outcome is unknown
     /// learns whether its call exists. One request, no retry (it is asked again later).
     pub async fn find_call(
         &self,
@@ -688,20 +688,16 @@ impl CallsClient {
         struct Page {
             calls: Vec<Listed>,
         }
-        let day = aws_smithy_types::DateTime::from(since)
-            .fmt(aws_smithy_types::date_time::Format::DateTime)
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        // `StartTime>=<day>` is the key `StartTime>` with the value `<day>`.
+        // No `StartTime` filter: Twilio sets a call's start time only when it is dialled, so a
+        // call still waiting in Twilio's queue (CPS) would be missed, and "not found" would
+        // place the request a second time. The newest calls to `to` come first; those created
+        // before `since` are dropped below.
         let url = url::Url::parse_with_params(
             &format!(
                 "{}/2010-04-01/Accounts/{}/Calls.json",
                 self.base_url, creds.account_sid
             ),
-            &[
-                ("To", to.as_str()),
-                ("StartTime>", &day[..10]),
-                ("PageSize", "50"),
-            ],
+            &[("To", to.as_str()), ("PageSize", "50")],
         )
         .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let response = self
@@ -731,7 +727,8 @@ impl CallsClient {
         }
         let page: Page = serde_json::from_slice(&body)
             .map_err(|_| CallError::Unreachable("the Calls list is not a page of calls".into()))?;
-        // StartTime filters by day: a call to the same number earlier that day is not ours.
+        // A call to the same number created before the claim (less a minute of clock skew) is
+        // not ours.
         let since = since - Duration::from_secs(60);
         Ok(page
             .calls
