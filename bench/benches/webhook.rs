@@ -19,9 +19,12 @@ use twilio_voice::signature::{self, Payload};
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const URL: &str = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws/voice";
 
-fn app(rt: &tokio::runtime::Runtime) -> App {
-    let flow = std::fs::read_to_string(test_support::repo_root().join(".ci/dev/call-flow.json"))
-        .expect("the development call flow");
+/// The app on `flow_file` (from the repository root). `bench/call-flow.json` is the flow the
+/// Python peer renders too (a greeting and a menu); `.ci/dev/call-flow.json` is the office flow
+/// with a schedule and holidays.
+fn start(rt: &tokio::runtime::Runtime, flow_file: &str) -> App {
+    let flow =
+        std::fs::read_to_string(test_support::repo_root().join(flow_file)).expect("a call flow");
     let vars = [
         ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
         ("CALL_FLOW", flow.as_str()),
@@ -44,7 +47,8 @@ fn webhook(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let app = app(&rt);
+    let app = start(&rt, "bench/call-flow.json");
+    let office = start(&rt, ".ci/dev/call-flow.json");
     let event: ApiGatewayV2httpRequest = test_support::event("incoming-call.json");
 
     // Sanity: the event is answered with the flow's TwiML, or the figure means nothing.
@@ -104,6 +108,21 @@ fn webhook(c: &mut Criterion) {
             });
             app.answers
                 .answer(black_box(&flow), entry, black_box(&links))
+        })
+    });
+    // The same with the office flow: the schedule (hours, holidays, closed days) decides the
+    // branch on every call before the cached answer is taken.
+    let office_flow = rt.block_on(office.flows.get()).expect("a flow");
+    c.bench_function("twiml_render_office", |b| {
+        b.iter(|| {
+            let entry = office_flow.entry(&Call {
+                from: Some("+81312345678"),
+                to: Some("+81501234567"),
+                now: (office.clock)(),
+            });
+            office
+                .answers
+                .answer(black_box(&office_flow), entry, black_box(&links))
         })
     });
     // Building and rendering the answer from the flow, as the first call does.
