@@ -18,7 +18,6 @@ LANGUAGE = "ja-JP"
 VOICE = "Polly.Mizuki"
 GREETING = "お電話ありがとうございます。こちらは開発環境です。"
 PROMPT = "担当者におつなぎする場合は1を、メッセージを残す場合は2を、営業時間のご案内は3を押してください。"
-NO_INPUT = "選択が確認できませんでした。失礼いたします。"
 
 _ssm = boto3.client("ssm")
 _token = _ssm.get_parameter(Name=os.environ["TWILIO_AUTH_TOKEN_PARAMETER"], WithDecryption=True)
@@ -28,12 +27,13 @@ validator = RequestValidator(_token["Parameter"]["Value"])
 def answer(base):
     response = VoiceResponse()
     response.say(GREETING, language=LANGUAGE, voice=VOICE)
-    gather = Gather(input="dtmf", action=f"{base}/menu?at=0m&tries=0", method="POST", timeout=5,
-                    num_digits=1)
+    menu = f"{base}/menu?at=0m&tries=0"
+    gather = Gather(input="dtmf", action=menu, method="POST", timeout=5, num_digits=1,
+                    finish_on_key="")
     gather.say(PROMPT, language=LANGUAGE, voice=VOICE)
     response.append(gather)
-    response.say(NO_INPUT, language=LANGUAGE, voice=VOICE)
-    response.hangup()
+    # No key: back to the menu's route, which counts the try and says goodbye after the last.
+    response.redirect(menu, method="POST")
     return str(response)
 
 
