@@ -531,6 +531,14 @@ impl Ledger {
         &self,
         key: &IdempotencyKey,
     ) -> Result<Option<RequestRecord>, LedgerError> {
+        self.request_item(key)
+            .await?
+            .map(|item| request_record(key, &item))
+            .transpose()
+    }
+
+    /// The raw request item, read consistently.
+    async fn request_item(&self, key: &IdempotencyKey) -> Result<Option<Item>, LedgerError> {
         let out = self
             .client
             .get_item()
@@ -540,7 +548,7 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| sdk_error("GetItem", e))?;
-        out.item.map(|item| request_record(key, &item)).transpose()
+        Ok(out.item)
     }
 
     /// Records what a Calls-list lookup found for a stale claim, if nobody recorded an outcome

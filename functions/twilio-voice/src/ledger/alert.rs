@@ -160,16 +160,7 @@ impl Ledger {
         &self,
         key: &IdempotencyKey,
     ) -> Result<Option<AlertRecord>, LedgerError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("{REQUEST}{key}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem", e))?;
-        match out.item {
+        match self.request_item(key).await? {
             Some(item) if item.contains_key("task_token") => alert_record(key, &item).map(Some),
             _ => Ok(None),
         }
