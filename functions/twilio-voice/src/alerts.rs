@@ -9,16 +9,16 @@
 //! - the **execution names** that keep one alarm to one escalation ([`execution_name`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ledger::{IdempotencyKey, InvalidKey};
+use crate::ledger::{ALERT_KEY_PREFIX, AlertStep, IdempotencyKey, InvalidKey};
 use crate::phone::{AllowList, PhoneError, PhoneNumber};
+use crate::stepfunctions::TaskToken;
 
 /// `SendTaskFailure` error of a plan that cannot be made (unknown policy, empty alert).
 pub const INVALID_PLAN: &str = "Alert.InvalidPlan";
@@ -69,39 +69,7 @@ impl Language {
     }
 }
 
-/// Someone to call: E.164 (Debug masks it), and a name for the `Alert Acknowledged` event.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Contact {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(serialize_with = "as_e164")]
-    pub number: PhoneNumber,
-}
-
-fn as_e164<S: Serializer>(number: &PhoneNumber, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(number.as_str())
-}
-
-impl fmt::Debug for Contact {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Contact")
-            .field("name", &self.name)
-            .field("number", &self.number)
-            .finish()
-    }
-}
-
-/// What the call says, and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertSpeech {
-    pub message: String,
-    /// `ja-JP` or `en-US`.
-    pub language: String,
-    #[serde(default)]
-    pub voice: Option<String>,
-}
+pub use crate::ledger::{Contact, Speech};
 
 // ---------------------------------------------------------------- the alert
 
@@ -513,7 +481,7 @@ impl EscalationPolicy {
         }
         Plan {
             alert_id: alert_id.to_owned(),
-            speech: AlertSpeech {
+            speech: Speech {
                 message: alert.render(language),
                 language: language.tag().to_owned(),
                 voice,
@@ -532,7 +500,7 @@ impl EscalationPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub alert_id: String,
-    pub speech: AlertSpeech,
+    pub speech: Speech,
     pub max_prompts: u8,
     /// For `Alert Unacknowledged`.
     pub rounds: u32,
@@ -554,26 +522,6 @@ pub struct Attempt {
 }
 
 // ---------------------------------------------------------------- the SQS messages
-
-/// A Step Functions task token: up to 2 KB, a bearer credential for the step. Never logged,
-/// never in a URL; `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-pub struct TaskToken(String);
-
-impl TaskToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TaskToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TaskToken(***)")
-    }
-}
 
 /// A message of the state machine on the queue `outbound-call` consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -601,7 +549,7 @@ pub struct AlertCall {
     pub attempt: u32,
     pub round: u32,
     pub contact: Contact,
-    pub speech: AlertSpeech,
+    pub speech: Speech,
     pub max_prompts: u8,
     pub ring_timeout_seconds: u32,
     pub step_timeout_seconds: u32,
@@ -617,7 +565,7 @@ struct Envelope {
     alert_plan: Option<PlanRequest>,
     #[serde(default)]
     alert_call: Option<AlertCall>,
-    task_token: TaskToken,
+    task_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -635,9 +583,14 @@ impl AlertMessage {
         }
         let parsed = serde_json::from_value::<Envelope>(value)
             .map_err(|e| AlertMessageError(crate::phone::mask_digits(&e.to_string())))
-            .and_then(|e| match (e.alert_plan, e.alert_call) {
-                (Some(plan), None) => Ok(Self::Plan(plan, e.task_token)),
-                (None, Some(call)) => Ok(Self::Call(call, e.task_token)),
+            .and_then(|e| {
+                let token = TaskToken::new(e.task_token)
+                    .map_err(|invalid| AlertMessageError(invalid.to_string()))?;
+                Ok((e.alert_plan, e.alert_call, token))
+            })
+            .and_then(|(plan, call, token)| match (plan, call) {
+                (Some(plan), None) => Ok(Self::Plan(plan, token)),
+                (None, Some(call)) => Ok(Self::Call(call, token)),
                 _ => Err(AlertMessageError(
                     "exactly one of alert_plan and alert_call".to_owned(),
                 )),
@@ -647,9 +600,25 @@ impl AlertMessage {
 }
 
 impl AlertCall {
-    /// The ledger key of this call: `alert:<alert_id>:<attempt>`.
+    /// The step the ledger keeps for this call (claimed before it is placed).
+    pub fn step(&self, task_token: TaskToken, now: SystemTime) -> AlertStep {
+        AlertStep {
+            alert_id: self.alert_id.clone(),
+            attempt: self.attempt,
+            contact: self.contact.clone(),
+            speech: self.speech.clone(),
+            max_prompts: self.max_prompts,
+            task_token,
+            step_deadline: self.step_deadline(now),
+        }
+    }
+
+    /// The ledger key of this call: `alert:<alert_id>:<attempt>` ([`AlertStep::key`]).
     pub fn key(&self) -> Result<IdempotencyKey, InvalidKey> {
-        IdempotencyKey::new(format!("alert:{}:{}", self.alert_id, self.attempt))
+        IdempotencyKey::new(format!(
+            "{ALERT_KEY_PREFIX}{}:{}",
+            self.alert_id, self.attempt
+        ))
     }
 
     /// Epoch seconds when the step times out: after this, key 1 no longer acknowledges. From
@@ -924,13 +893,12 @@ mod tests {
             None
         );
         assert_eq!(AlertMessage::recognise("not json"), None);
-        let plan =
-            json!({"alert_plan": {"alert_id": "a", "alert": {"message": "m"}}, "task_token": "T"});
+        let plan = json!({"alert_plan": {"alert_id": "a", "alert": {"message": "m"}}, "task_token": "secret-token"});
         match AlertMessage::recognise(&plan.to_string()) {
             Some(Ok(AlertMessage::Plan(p, token))) => {
                 assert_eq!(p.alert_id, "a");
-                assert_eq!(token.expose(), "T");
-                assert_eq!(format!("{token:?}"), "TaskToken(***)");
+                assert_eq!(token.expose(), "secret-token");
+                assert!(!format!("{token:?}").contains("secret"));
             }
             other => panic!("{other:?}"),
         }
