@@ -16,9 +16,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ssm = twilio_voice::ssm::client(env)?;
     // DynamoDB and EventBridge share one configuration; no connection is opened here.
     let aws = twilio_voice::aws::sdk_config(env, twilio_voice::aws::Resilience::default())?;
-    let app = App::init(config.clone(), ssm)
+    let app = App::init(config.clone(), ssm.clone())
         .await?
-        .with_outcomes(&config, &aws);
+        .with_outcomes(&config, &aws)
+        .with_alerts(&config, &aws, ssm)
+        .await?;
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Deadline::from_epoch_millis(event.context.deadline, SystemTime::now());
