@@ -17,7 +17,7 @@
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 use twilio_voice::alerts::{
     Alarm, Alert, AlertCall, AlertMessage, AlertOrigin, CALL_FAILED, EscalationPolicies,
     ExecutionInput, INVALID_PLAN, PlanRequest, alarm_prefix, execution_name,
@@ -204,6 +204,19 @@ async fn call_contact(
     alerts: &Alerts,
     deadline: Deadline,
 ) -> Outcome {
+    let span = tracing::info_span!("alert_call", alert_id = %call.alert_id, attempt = call.attempt);
+    place_alert_call(call, token, app, alerts, deadline)
+        .instrument(span)
+        .await
+}
+
+async fn place_alert_call(
+    call: AlertCall,
+    token: TaskToken,
+    app: &App,
+    alerts: &Alerts,
+    deadline: Deadline,
+) -> Outcome {
     let Some(ledger) = &app.ledger else {
         // Config refuses alerts without CALL_LEDGER_TABLE.
         error!("an alert call without a call ledger; reported");
@@ -220,8 +233,6 @@ async fn call_contact(
             );
         }
     };
-    let span = tracing::info_span!("alert_call", alert_id = %call.alert_id, attempt = call.attempt);
-    let _entered = span.enter();
     let request = match alert_request(&call, &key, app, alerts) {
         Ok(request) => request,
         Err(e) => {
@@ -537,6 +548,22 @@ async fn escalate(
         return Ok(Escalation {
             alert_id: running.rsplit(':').next().unwrap_or_default().to_owned(),
             execution_arn: running,
+            started: false,
+        });
+    }
+    // StartExecution answers a running execution's name and input with that execution, as if
+    // it had started it: asked first, the answer can say it did not.
+    let arn = execution_arn(&alerts.state_machine_arn, &name);
+    if alerts
+        .escalations
+        .exists(&arn)
+        .await
+        .map_err(OutboundError::Escalation)?
+    {
+        info!(alert_id = %name, "this alert's escalation was started before; not started again");
+        return Ok(Escalation {
+            alert_id: name,
+            execution_arn: arn,
             started: false,
         });
     }

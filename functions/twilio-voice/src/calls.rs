@@ -457,9 +457,11 @@ impl ErrorClass {
                 ("NonRetryable.LedgerMisconfigured", 500, Retry::Pointless)
             }
             Self::EscalationUnavailable => ("Retryable.EscalationUnavailable", 503, Retry::Safe),
-            Self::EscalationMisconfigured => {
-                ("NonRetryable.EscalationMisconfigured", 500, Retry::Pointless)
-            }
+            Self::EscalationMisconfigured => (
+                "NonRetryable.EscalationMisconfigured",
+                500,
+                Retry::Pointless,
+            ),
         }
     }
 
