@@ -1,6 +1,7 @@
 //! `incoming-call`: answers Twilio's voice webhook on a Lambda Function URL with the configured
 //! call flow, after checking `X-Twilio-Signature` with the auth token from SSM.
 
+pub mod alert;
 pub mod config;
 pub mod flow;
 pub mod holidays;

@@ -414,6 +414,7 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             flow.voicemail_done(at)
         }
         Route::Status => unreachable!("answered above"),
+        Route::Alert { .. } | Route::AlertKeys { .. } => return Err(Rejection::NotFound),
     };
     Ok(Some(twiml.to_xml()))
 }
