@@ -3,7 +3,7 @@
 //! why: no profiles, SSO, STS web identity or IMDS, about a megabyte per bootstrap).
 //!
 //! [`sdk_config`] reads the region, the execution role's credentials, extra TLS roots and the
-//! endpoint overrides once; [`dynamodb`] and [`eventbridge`] build a client from it. Every client
+//! endpoint overrides once; [`dynamodb`], [`eventbridge`] and [`stepfunctions`] build a client from it. Every client
 //! shares one HTTP client (one connector, the Amazon Trust Services roots plus `AWS_CA_BUNDLE`), an
 //! operation timeout and a bounded number of attempts ([`Resilience`]), so a slow dependency costs
 //! a bounded part of the invocation instead of all of it.
@@ -110,6 +110,11 @@ pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
 /// An EventBridge client on the shared configuration.
 pub fn eventbridge(config: &SdkConfig) -> aws_sdk_eventbridge::Client {
     aws_sdk_eventbridge::Client::new(config)
+}
+
+/// A Step Functions client on the shared configuration.
+pub fn stepfunctions(config: &SdkConfig) -> aws_sdk_sfn::Client {
+    aws_sdk_sfn::Client::new(config)
 }
 
 /// The per-service endpoints, read once, as the SDK's service configs ask for them.

@@ -31,6 +31,9 @@
 //! | `call_duration`, `answered_by`, `sip_response_code` | N, S, N | as Twilio reported them |
 //! | `updated_at`, `expires_at` | N | as above |
 //!
+//! **An alert step** is a request item with the Step Functions step waiting for its call: see
+//! the `alert` submodule ([`AlertStep`]).
+//!
 //! **A marker**, `pk = "once#<what>"` (`updated_at`, `expires_at`): written once by
 //! [`Ledger::first_time`], so that an event announced from a webhook Twilio may deliver twice
 //! (a voicemail's recording) is published once.
@@ -52,6 +55,11 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::phone::PhoneNumber;
+
+mod alert;
+pub use alert::{
+    ALERT_KEY_PREFIX, AckOutcome, Acknowledgement, AlertRecord, AlertStep, Contact, Speech,
+};
 
 /// How long items are kept (the TTL): redeliveries and redrives happen within hours, a month
 /// leaves room to look a call up.
@@ -417,9 +425,19 @@ impl Ledger {
         key: &IdempotencyKey,
         to: &PhoneNumber,
     ) -> Result<ClaimOutcome, LedgerError> {
+        self.put_claim(key, to, Vec::new()).await
+    }
+
+    /// The claim's conditional `PutItem`, with `extra` attributes written in the same request.
+    async fn put_claim(
+        &self,
+        key: &IdempotencyKey,
+        to: &PhoneNumber,
+        extra: Vec<(&'static str, AttributeValue)>,
+    ) -> Result<ClaimOutcome, LedgerError> {
         let now = self.now();
         let claim_id = claim_id();
-        let result = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -429,7 +447,11 @@ impl Ledger {
             .item("claimed_at", n(now))
             .item("to", s(to.as_str()))
             .item("updated_at", n(now))
-            .item("expires_at", self.expires_at(now))
+            .item("expires_at", self.expires_at(now));
+        for (name, value) in extra {
+            put = put.item(name, value);
+        }
+        let result = put
             .condition_expression(
                 "attribute_not_exists(pk) OR #state = :released OR expires_at < :now",
             )
@@ -509,6 +531,14 @@ impl Ledger {
         &self,
         key: &IdempotencyKey,
     ) -> Result<Option<RequestRecord>, LedgerError> {
+        self.request_item(key)
+            .await?
+            .map(|item| request_record(key, &item))
+            .transpose()
+    }
+
+    /// The raw request item, read consistently.
+    async fn request_item(&self, key: &IdempotencyKey) -> Result<Option<Item>, LedgerError> {
         let out = self
             .client
             .get_item()
@@ -518,7 +548,7 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| sdk_error("GetItem", e))?;
-        out.item.map(|item| request_record(key, &item)).transpose()
+        Ok(out.item)
     }
 
     /// Records what a Calls-list lookup found for a stale claim, if nobody recorded an outcome

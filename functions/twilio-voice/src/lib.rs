@@ -16,4 +16,5 @@ pub mod phone;
 pub mod settings;
 pub mod signature;
 pub mod ssm;
+pub mod stepfunctions;
 pub mod twiml;

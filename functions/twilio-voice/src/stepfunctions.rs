@@ -1,0 +1,225 @@
+//! Step Functions, for phone alerts: starting an escalation, and resuming the step that waits
+//! for a call's outcome (`.waitForTaskToken`) with its task token.
+//!
+//! A task token is a bearer credential for one step of one execution (up to 2 KB): it lives in
+//! the call ledger, never in a URL or a log, and [`TaskToken`]'s `Debug` does not print it.
+
+use std::fmt;
+
+use aws_sdk_sfn::Client;
+use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
+
+/// A `$$.Task.Token`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskToken(String);
+
+/// The longest token Step Functions issues.
+pub const MAX_TOKEN_LEN: usize = 2048;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a task token is 1 to {MAX_TOKEN_LEN} characters")]
+pub struct InvalidToken;
+
+impl TaskToken {
+    pub fn new(token: impl Into<String>) -> Result<Self, InvalidToken> {
+        let token = token.into();
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(InvalidToken);
+        }
+        Ok(Self(token))
+    }
+
+    /// The token itself, for the ledger and for Step Functions only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TaskToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskToken(<{} chars redacted>)", self.0.len())
+    }
+}
+
+/// An execution that runs (started now, or the one already running under that name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub execution_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfnError {
+    /// The step is over: it timed out, its execution ended, or the token is not one of its.
+    /// Resuming it again cannot work, and nothing needs to be retried.
+    #[error("the step is closed ({0})")]
+    StepClosed(String),
+    /// An execution with this name exists with another input (or ended): the name is taken.
+    #[error("an execution with this name already exists with another input")]
+    NameTaken,
+    /// Throttled, a 5xx, a timeout or no connection: trying again may work.
+    #[error("Step Functions is unavailable ({0}); retry later")]
+    Unavailable(String),
+    /// The state machine is missing, access is denied, or the request is invalid.
+    #[error("Step Functions refused the request ({0})")]
+    Misconfigured(String),
+}
+
+impl SfnError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Error codes that mean the step can no longer be resumed.
+const CLOSED: &[&str] = &["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"];
+/// Error codes after which the same request may succeed later.
+const TRANSIENT: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalServerError",
+];
+
+/// The Step Functions operations alerts use.
+#[derive(Debug, Clone)]
+pub struct Escalations {
+    client: Client,
+}
+
+impl Escalations {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Starts `name` on `state_machine_arn`. A Standard state machine answers a second start
+    /// with the same name and input with the execution already running: that is how one
+    /// alert never starts two escalations.
+    pub async fn start(
+        &self,
+        state_machine_arn: &str,
+        name: &str,
+        input: &str,
+    ) -> Result<Started, SfnError> {
+        let out = self
+            .client
+            .start_execution()
+            .state_machine_arn(state_machine_arn)
+            .name(name)
+            .input(input)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Started {
+            execution_arn: out.execution_arn,
+        })
+    }
+
+    /// Resumes the waiting step with `output` (a JSON document).
+    pub async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
+        self.client
+            .send_task_success()
+            .task_token(token.expose())
+            .output(output)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Fails the waiting step with `error` (what a `Catch` matches) and `cause` (up to 32 KB).
+    pub async fn fail(&self, token: &TaskToken, error: &str, cause: &str) -> Result<(), SfnError> {
+        self.client
+            .send_task_failure()
+            .task_token(token.expose())
+            .error(error)
+            .cause(cause)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+fn classify<E: ProvideErrorMetadata>(
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> SfnError {
+    match err {
+        SdkError::ServiceError(e) => {
+            let code = e.err().code().unwrap_or("unknown").to_owned();
+            if CLOSED.contains(&code.as_str()) {
+                SfnError::StepClosed(code)
+            } else if code == "ExecutionAlreadyExists" {
+                SfnError::NameTaken
+            } else if TRANSIENT.contains(&code.as_str()) || e.raw().status().is_server_error() {
+                SfnError::Unavailable(code)
+            } else {
+                SfnError::Misconfigured(code)
+            }
+        }
+        SdkError::TimeoutError(_) => SfnError::Unavailable("timed out".to_owned()),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            SfnError::Unavailable("no answer".to_owned())
+        }
+        _ => SfnError::Misconfigured("request not built".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
+    use aws_sdk_sfn::operation::start_execution::StartExecutionError;
+    use aws_sdk_sfn::types::error::{ExecutionAlreadyExists, TaskTimedOut};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    /// The code the SDK reads from the response, as a mock must set it.
+    fn code(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).build()
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let token = TaskToken::new("AQB8AAAAKgAAAAMAAAAAAAAAAf+secret").unwrap();
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(TaskToken::new("").is_err());
+        assert!(TaskToken::new("a".repeat(MAX_TOKEN_LEN + 1)).is_err());
+        assert!(TaskToken::new("a".repeat(MAX_TOKEN_LEN)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_step_is_closed_not_retryable() {
+        let rule = mock!(Client::send_task_success).then_error(|| {
+            SendTaskSuccessError::TaskTimedOut(
+                TaskTimedOut::builder().meta(code("TaskTimedOut")).build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&rule]);
+        let err = Escalations::new(client)
+            .succeed(&TaskToken::new("t").unwrap(), "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(err, SfnError::StepClosed("TaskTimedOut".into()));
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_is_told_apart() {
+        let rule = mock!(Client::start_execution).then_error(|| {
+            StartExecutionError::ExecutionAlreadyExists(
+                ExecutionAlreadyExists::builder()
+                    .meta(code("ExecutionAlreadyExists"))
+                    .build(),
+            )
+        });
+        let client = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&rule]);
+        let err = Escalations::new(client)
+            .start("arn:aws:states:us-east-1:1:stateMachine:a", "n", "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(err, SfnError::NameTaken);
+    }
+}
