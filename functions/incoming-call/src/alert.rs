@@ -4,12 +4,39 @@
 //! Only a keypress acknowledges. A machine (Twilio's `AnsweredBy` is `machine_*` or `fax`) hears
 //! a short notice and the call ends unacknowledged, so the escalation goes on; `human` and
 //! `unknown` get the prompt (a person on a slow greeting must still be able to press 1).
+//!
+//! # Key 1, once
+//! The ledger decides first (`Ledger::acknowledge`: one conditional write, not acknowledged, not
+//! closed, before the step's deadline), then Step Functions is told (`SendTaskSuccess`). So a
+//! replayed webhook, or the key pressed twice, finds the step acknowledged and sends nothing.
+//! When Step Functions cannot be told, the acknowledgement is taken back
+//! (`retract_acknowledgement`) before the person hears "try again", so that the next key 1 can
+//! still acknowledge; a step Step Functions reports closed (it timed out first) is closed in the
+//! ledger too, so a replay hears "timed out" again rather than a confirmation.
+//!
+//! # A call that ends without key 1
+//! Its final status callback closes the step in the ledger (first closer wins) and sends
+//! `SendTaskFailure("Alert.NotAcknowledged")`, so the escalation calls the next contact at once
+//! instead of waiting for the step's timeout.
+//!
+//! Where a write is lost between the two systems (the ledger or Step Functions failing in the
+//! middle), the step's `TimeoutSeconds` in the state machine is the backstop: the escalation goes
+//! on, late, and never stops on a false acknowledgement from us.
 
-use twilio_voice::ledger::IdempotencyKey;
+use serde_json::json;
+use tracing::{error, info, warn};
+use twilio_voice::ledger::{
+    AckOutcome, AlertRecord, AlertStep, CallStatus, IdempotencyKey, Ledger, LedgerError,
+};
+use twilio_voice::stepfunctions::{Escalations, SfnError};
 use twilio_voice::twiml::{Gather, GatherInput, Method, Redirect, Say, VoiceResponse};
 
 use crate::flow::Links;
 use crate::route::Route;
+
+/// The error a step fails with when its call ended without key 1 (what the state machine's
+/// `Catch` sees).
+pub const NOT_ACKNOWLEDGED: &str = "Alert.NotAcknowledged";
 
 /// Seconds the prompt waits for a key after it has been spoken.
 pub const KEY_TIMEOUT_SECONDS: u32 = 5;
@@ -53,7 +80,19 @@ pub fn is_machine(answered_by: Option<&str>) -> bool {
     answered_by.is_some_and(|a| a.starts_with("machine_") || a == "fax")
 }
 
-impl Script<'_> {
+impl<'a> Script<'a> {
+    /// What the step in the ledger says.
+    pub fn of(record: &'a AlertRecord) -> Self {
+        let speech = &record.step.speech;
+        Self {
+            key: &record.key,
+            message: &speech.message,
+            language: &speech.language,
+            voice: speech.voice.as_deref(),
+            max_prompts: record.step.max_prompts,
+        }
+    }
+
     fn lang(&self) -> Language {
         Language::of(self.language)
     }
@@ -167,6 +206,246 @@ pub fn gone() -> VoiceResponse {
         .hangup()
 }
 
+/// Key 1 when the ledger could not be asked: nothing is known to be recorded, so the person
+/// hears "try again" (in both languages: the step's is unknown) and the prompt comes back.
+fn ledger_unavailable(key: &IdempotencyKey, prompt: u8, links: &Links) -> VoiceResponse {
+    VoiceResponse::new()
+        .say(
+            Say::new("申し訳ありません。確認を記録できませんでした。もう一度お試しください。")
+                .language("ja-JP"),
+        )
+        .say(
+            Say::new("Sorry, the acknowledgement could not be recorded. Please try again.")
+                .language("en-US"),
+        )
+        .redirect(
+            Redirect::new(links.to(&Route::Alert {
+                key: key.clone(),
+                prompt,
+            }))
+            .method(Method::Post),
+        )
+}
+
+/// Epoch seconds as RFC 3339 in UTC (`2026-11-25T14:36:31Z`).
+pub fn rfc3339(epoch_seconds: u64) -> String {
+    let t = i64::try_from(epoch_seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The ledger that holds each alert step, and Step Functions waiting on it.
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    pub ledger: Ledger,
+    pub escalations: Escalations,
+}
+
+impl Alerts {
+    fn past_deadline(&self, record: &AlertRecord) -> bool {
+        let now = self
+            .ledger
+            .time()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        now >= record.step.step_deadline
+    }
+
+    /// `/alert`: the prompt, or what the step's state calls for instead.
+    pub async fn call(
+        &self,
+        key: &IdempotencyKey,
+        prompt: u8,
+        answered_by: Option<&str>,
+        call_sid: &str,
+        links: &Links,
+    ) -> Result<VoiceResponse, LedgerError> {
+        let Some(record) = self.ledger.alert_step(key).await? else {
+            warn!(call_sid, "alert call for a step the ledger does not hold");
+            return Ok(gone());
+        };
+        let script = Script::of(&record);
+        let step = &record.step;
+        if is_machine(answered_by) {
+            info!(call_sid, alert_id = %step.alert_id, attempt = step.attempt, answered_by, "alert call reached a machine: not acknowledged");
+        }
+        Ok(if record.acknowledged.is_some() {
+            script.acknowledged()
+        } else if record.closed || self.past_deadline(&record) {
+            script.too_late()
+        } else {
+            script.prompt(prompt, answered_by, links)
+        })
+    }
+
+    /// `/alert-keys`: the key pressed at `prompt`. Never an error: the person is on the line,
+    /// and a failure is told to them (and logged) rather than turned into Twilio's error message.
+    pub async fn key(
+        &self,
+        key: &IdempotencyKey,
+        prompt: u8,
+        digits: Option<&str>,
+        call_sid: &str,
+        links: &Links,
+    ) -> VoiceResponse {
+        if digits.map(str::trim) != Some("1") {
+            return match self.ledger.alert_step(key).await {
+                Ok(Some(record)) => Script::of(&record).repeat(prompt, links),
+                Ok(None) => gone(),
+                Err(e) => {
+                    warn!(call_sid, error = %e, "alert step unreadable; prompting again");
+                    VoiceResponse::new().redirect(
+                        Redirect::new(links.to(&Route::Alert {
+                            key: key.clone(),
+                            prompt: prompt.saturating_add(1),
+                        }))
+                        .method(Method::Post),
+                    )
+                }
+            };
+        }
+        match self.ledger.acknowledge(key, call_sid).await {
+            Ok(AckOutcome::First(record)) => self.deliver(&record, prompt, links).await,
+            Ok(AckOutcome::Already(record)) => {
+                info!(call_sid, alert_id = %record.step.alert_id, "key 1 again on an acknowledged step: nothing sent");
+                Script::of(&record).acknowledged()
+            }
+            Ok(AckOutcome::TimedOut(record)) => {
+                info!(call_sid, alert_id = %record.step.alert_id, attempt = record.step.attempt, "key 1 after the step ended: not acknowledged");
+                Script::of(&record).too_late()
+            }
+            Ok(AckOutcome::OtherCall | AckOutcome::Unknown) => {
+                warn!(call_sid, "key 1 on a step that is not this call's");
+                gone()
+            }
+            Err(e) => {
+                warn!(call_sid, error = %e, "key 1 not recorded: the ledger is unavailable");
+                ledger_unavailable(key, prompt, links)
+            }
+        }
+    }
+
+    /// Tells Step Functions about the acknowledgement the ledger just recorded.
+    async fn deliver(&self, record: &AlertRecord, prompt: u8, links: &Links) -> VoiceResponse {
+        let script = Script::of(record);
+        let step = &record.step;
+        let Some(ack) = &record.acknowledged else {
+            // `First` always carries it; an item without it cannot be confirmed.
+            return script.try_again(prompt, links);
+        };
+        let output = json!({
+            "acknowledged_by": step.contact,
+            "acknowledged_at": rfc3339(ack.at),
+            "call_sid": ack.call_sid,
+            "attempt": step.attempt,
+        })
+        .to_string();
+        let call_sid = ack.call_sid.as_str();
+        match self.escalations.succeed(&step.task_token, &output).await {
+            Ok(()) => {
+                info!(call_sid, alert_id = %step.alert_id, attempt = step.attempt, "alert acknowledged");
+                script.acknowledged()
+            }
+            Err(SfnError::StepClosed(code)) => {
+                info!(call_sid, alert_id = %step.alert_id, code, "key 1 on a step Step Functions has closed: not acknowledged");
+                // Closed there: closed here too, so a replay is answered "timed out" again.
+                if self.retract(record, ack).await
+                    && let Err(e) = self.ledger.close_alert_step(&record.key).await
+                {
+                    warn!(call_sid, error = %e, "closed step not recorded as closed");
+                }
+                script.too_late()
+            }
+            Err(e) => {
+                error!(call_sid, alert_id = %step.alert_id, error = %e, "acknowledgement not delivered to Step Functions; asking the person to try again");
+                self.retract(record, ack).await;
+                script.try_again(prompt, links)
+            }
+        }
+    }
+
+    /// Takes back an acknowledgement Step Functions did not take; `true` when it is gone.
+    async fn retract(
+        &self,
+        record: &AlertRecord,
+        ack: &twilio_voice::ledger::Acknowledgement,
+    ) -> bool {
+        match self.ledger.retract_acknowledgement(&record.key, ack).await {
+            Ok(retracted) => retracted,
+            Err(e) => {
+                // The ledger keeps an acknowledgement Step Functions never had: a replay would
+                // be answered as acknowledged, and the step ends at its timeout.
+                error!(call_sid = %ack.call_sid, alert_id = %record.step.alert_id, error = %e, "undelivered acknowledgement could not be taken back");
+                false
+            }
+        }
+    }
+
+    /// A status callback: at a final status of an alert call that nobody acknowledged, closes
+    /// the step and fails it, so the escalation moves on at once. `true` when this callback
+    /// failed the step. Only a ledger failure is an error (the callback may be sent again).
+    pub async fn status(
+        &self,
+        call_sid: &str,
+        call_status: CallStatus,
+        answered_by: Option<&str>,
+    ) -> Result<bool, LedgerError> {
+        if !call_status.is_final() {
+            return Ok(false);
+        }
+        let Some(call) = self.ledger.call(call_sid).await? else {
+            return Ok(false);
+        };
+        let Some(key) = call
+            .request_key
+            .as_deref()
+            .filter(|k| AlertStep::is_alert_key(k))
+        else {
+            return Ok(false);
+        };
+        let key = IdempotencyKey::new(key).map_err(|_| LedgerError::Malformed("request_key"))?;
+        // `None`: acknowledged, or another callback (or a refused call) closed it first.
+        let Some(record) = self.ledger.close_alert_step(&key).await? else {
+            return Ok(false);
+        };
+        let step = &record.step;
+        let cause = json!({
+            "call_status": call_status.as_str(),
+            "answered_by": answered_by.or(call.answered_by.as_deref()),
+        })
+        .to_string();
+        match self
+            .escalations
+            .fail(&step.task_token, NOT_ACKNOWLEDGED, &cause)
+            .await
+        {
+            Ok(()) => {
+                info!(call_sid, alert_id = %step.alert_id, attempt = step.attempt, call_status = call_status.as_str(), "alert call ended unacknowledged: next contact");
+                Ok(true)
+            }
+            Err(SfnError::StepClosed(code)) => {
+                info!(call_sid, alert_id = %step.alert_id, code, "alert call ended after its step closed");
+                Ok(false)
+            }
+            Err(e) => {
+                error!(call_sid, alert_id = %step.alert_id, error = %e, "step not failed in Step Functions: the escalation goes on at the step's timeout");
+                Ok(false)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +555,12 @@ mod tests {
         assert!(s.acknowledged().to_xml().contains("確認を受け付けました"));
         assert!(s.too_late().to_xml().contains("応答期限"));
         assert!(gone().to_xml().ends_with("<Hangup/></Response>"));
+    }
+
+    #[test]
+    fn acknowledged_at_is_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 
     #[test]

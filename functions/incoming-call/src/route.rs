@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use twilio_voice::ledger::IdempotencyKey;
+use twilio_voice::ledger::{ALERT_KEY_PREFIX, IdempotencyKey};
 use twilio_voice::phone::PhoneNumber;
 
 /// Deepest menu nesting, and so the most keys in a step address.
@@ -190,9 +190,6 @@ pub enum Route {
     /// `/alert-keys?key=&prompt=`: the key pressed at that prompt.
     AlertKeys { key: IdempotencyKey, prompt: u8 },
 }
-
-/// What every alert step's request key starts with (outbound-call's `alert:<id>:<attempt>`).
-pub const ALERT_KEY_PREFIX: &str = "alert:";
 
 /// Why a path or query is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
