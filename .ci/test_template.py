@@ -33,6 +33,8 @@ ALL_OPTIONS = {
     "ScheduleExpression": "cron(0 9 ? * MON-FRI *)",
     "NotificationEmail": "oncall@example.com",
     "EscalationPoliciesParameterName": "/twilio/escalation-policies",
+    # Alerts need a caller number (the template's Rules say so).
+    "FromNumber": "+815012345678",
     # A new account (concurrency quota 10) cannot reserve any: empty means no reservation.
     "IncomingCallReservedConcurrency": "",
     "OutboundCallReservedConcurrency": "",
@@ -273,7 +275,7 @@ LOG_DELIVERY = sorted([
 ])
 
 
-def check_alerts(res, overrides):
+def check_alerts(res, overrides, source_rules):
     """Phone alerts (issue 14): the escalation state machine, who may end its steps, and the
     alarm rule, present exactly when EscalationPoliciesParameterName is set."""
     enabled = bool(overrides.get("EscalationPoliciesParameterName"))
@@ -324,7 +326,8 @@ def check_alerts(res, overrides):
           role.get("Properties", {}).get("ManagedPolicyArns"))
 
     for name, want in (("IncomingCallFunctionRole", ["states:SendTaskFailure", "states:SendTaskSuccess"]),
-                       ("OutboundCallFunctionRole", ["states:SendTaskFailure", "states:SendTaskSuccess", "states:StartExecution"])):
+                       ("OutboundCallFunctionRole", ["states:ListExecutions", "states:SendTaskFailure", "states:SendTaskSuccess",
+                                                     "states:StartExecution"])):
         got = states_stmts.get(name, [])
         check(f"{name}: Step Functions {want} on this state machine only",
               sorted(a for st in got for a in as_list(st["Action"])) == want
@@ -333,10 +336,13 @@ def check_alerts(res, overrides):
     check("no other role may touch Step Functions", not others, others)
     check("incoming-call knows the state machine", env["IncomingCallFunction"].get("ALERT_STATE_MACHINE_ARN") == STATE_MACHINE, env["IncomingCallFunction"])
     out_env = env["OutboundCallFunction"]
-    check("outbound-call knows the state machine, the policies and incoming-call's /alert",
+    check("outbound-call knows the state machine and the policies",
           out_env.get("ALERT_STATE_MACHINE_ARN") == STATE_MACHINE
-          and out_env.get("ESCALATION_POLICIES_PARAMETER") == overrides["EscalationPoliciesParameterName"]
-          and json.dumps(out_env.get("ALERT_CALL_URL")).rstrip('"').endswith("alert"), out_env)
+          and out_env.get("ESCALATION_POLICIES_PARAMETER") == overrides["EscalationPoliciesParameterName"], out_env)
+    rule = source_rules.get("AlertsNeedACallerNumber", {})
+    check("a stack with alerts and no FromNumber is refused before anything is created",
+          rule.get("RuleCondition") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EscalationPoliciesParameterName"}, ""]}]}
+          and rule.get("Assertions", [{}])[0].get("Assert") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FromNumber"}, ""]}]}, rule)
 
     check("one alarm rule", list(alarm_rules) == ["AlarmAlertsRule"], list(alarm_rules))
     rule = alarm_rules.get("AlarmAlertsRule", {}).get("Properties", {})
@@ -482,7 +488,7 @@ def main(path):
             want_out.add(params["EscalationPoliciesParameterName"])
         check("outbound-call reads exactly its credentials", out_ == want_out, out_)
         check_ledger(res, overrides, r.conditions)
-        check_alerts(res, overrides)
+        check_alerts(res, overrides, source.get("Rules", {}))
 
     check_samconfig(source)
 
