@@ -108,6 +108,7 @@ struct Stack {
     ledger: Ledger,
     execution: String,
     key: twilio_voice::ledger::IdempotencyKey,
+    task_token: String,
     _moto: test_support::StandIn,
 }
 
@@ -178,7 +179,7 @@ async fn stack(name: &str, language: &str, deadline: u64) -> Stack {
             voice: Some("Polly.Takumi".into()),
         },
         max_prompts: 3,
-        task_token: TaskToken::new(token).unwrap(),
+        task_token: TaskToken::new(token.clone()).unwrap(),
         step_deadline: deadline,
     };
     let key = step.key().unwrap();
@@ -212,6 +213,7 @@ async fn stack(name: &str, language: &str, deadline: u64) -> Stack {
         ledger,
         execution,
         key,
+        task_token: token,
         _moto: moto,
     }
 }
@@ -329,6 +331,7 @@ fn pairs<'a>(p: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 #[ignore = "needs moto_server (make test runs it)"]
 async fn key_1_acknowledges_once_and_a_replay_sends_nothing() {
     let s = stack("alarm-db-cpu-1", "ja-JP", now() + 120).await;
+    let (logs, _guard) = test_support::LogCapture::install(tracing::Level::DEBUG);
 
     let (code, twiml) = s
         .post(
@@ -376,6 +379,9 @@ async fn key_1_acknowledges_once_and_a_replay_sends_nothing() {
         0,
         "an acknowledged call failed its step"
     );
+    // The task token is a bearer credential, the callee's number personal data.
+    let lines = logs.assert_clean(&[&s.task_token, "5012345678"]);
+    assert!(lines > 3, "{}", logs.text());
 }
 
 #[tokio::test]
