@@ -13,6 +13,9 @@
 //! (`retract_acknowledgement`) before the person hears "try again", so that the next key 1 can
 //! still acknowledge; a step Step Functions reports closed (it timed out first) is closed in the
 //! ledger too, so a replay hears "timed out" again rather than a confirmation.
+//! Each of these requests is bounded by the shared SDK's 3 s operation timeout, so key 1 costs at
+//! most three of them (acknowledge, `SendTaskSuccess`, retract): inside the function's 10 s and
+//! Twilio's 15 s.
 //!
 //! # A call that ends without key 1
 //! Its final status callback closes the step in the ledger (first closer wins) and sends
