@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Asserts the security-relevant shape of template.yaml, on the CloudFormation that SAM's own
 translator makes of it (what would really be deployed), for the default parameters and for the
-optional ones (previous token, API key, KMS key, schedule, call flow) all set.
+optional ones (previous token, API key, KMS key, schedule, call flow, phone alerts) all set.
 
 usage: .venv-iac/bin/python .ci/test_template.py [template.yaml]
 """
@@ -32,6 +32,9 @@ ALL_OPTIONS = {
     "CallFlowParameterName": "/twilio/call-flow",
     "ScheduleExpression": "cron(0 9 ? * MON-FRI *)",
     "NotificationEmail": "oncall@example.com",
+    "EscalationPoliciesParameterName": "/twilio/escalation-policies",
+    # Alerts need a caller number (the template's Rules say so).
+    "FromNumber": "+815012345678",
     # A new account (concurrency quota 10) cannot reserve any: empty means no reservation.
     "IncomingCallReservedConcurrency": "",
     "OutboundCallReservedConcurrency": "",
@@ -222,7 +225,7 @@ def check_ledger(res, overrides, conditions):
     table_arn = {"Fn::GetAtt": ["CallLedgerTable", "Arn"]}
     bus_arn = "arn:aws:events:ap-northeast-1:123456789012:event-bus/default"
     for fn, actions in (("OutboundCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
-                        ("IncomingCallFunction", ["dynamodb:PutItem", "dynamodb:UpdateItem"])):
+                        ("IncomingCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"])):
         env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
         check(f"{fn} knows the ledger table and the bus",
               env.get("CALL_LEDGER_TABLE") == {"Ref": "CallLedgerTable"} and env.get("EVENT_BUS_NAME") == "default", env)
@@ -264,6 +267,106 @@ def check_ledger(res, overrides, conditions):
               "<aws.scheduler.schedule-arn>" in raw and "<aws.scheduler.scheduled-time>" in raw, raw)
 
 
+STATE_MACHINE = {"Ref": "AlertEscalationStateMachine"}
+# Log delivery to CloudWatch Logs accepts no resource but "*" (the only '*' allowed, and only here).
+LOG_DELIVERY = sorted([
+    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+])
+
+
+def check_alerts(res, overrides, source_rules):
+    """Phone alerts (issue 14): the escalation state machine, who may end its steps, and the
+    alarm rule, present exactly when EscalationPoliciesParameterName is set."""
+    enabled = bool(overrides.get("EscalationPoliciesParameterName"))
+    machines = of_type(res, "AWS::StepFunctions::StateMachine")
+    env = {fn: res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+           for fn in ("IncomingCallFunction", "OutboundCallFunction")}
+    states_stmts = {name: [st for st in statements(role) if any(a.startswith("states:") for a in as_list(st["Action"]))]
+                    for name, role in of_type(res, "AWS::IAM::Role").items()}
+    alarm_rules = {k: v for k, v in of_type(res, "AWS::Events::Rule").items()
+                   if v["Properties"].get("EventPattern", {}).get("source") == ["aws.cloudwatch"]}
+    if not enabled:
+        check("alerts off: no state machine", not machines, list(machines))
+        check("alerts off: no alarm rule", not alarm_rules, list(alarm_rules))
+        check("alerts off: no role may touch Step Functions", not any(states_stmts.values()), states_stmts)
+        check("alerts off: no alert settings",
+              not any(k.startswith(("ALERT_", "ESCALATION_")) for e in env.values() for k in e), env)
+        return
+
+    check("alerts on: one state machine", list(machines) == ["AlertEscalationStateMachine"], list(machines))
+    sm = machines.get("AlertEscalationStateMachine", {}).get("Properties", {})
+    check("the state machine is STANDARD (waitForTaskToken needs it)", sm.get("StateMachineType") == "STANDARD", sm.get("StateMachineType"))
+    check("the state machine is the ASL file in the repository", "DefinitionS3Location" in sm, list(sm))
+    check("the ASL's substitutions: the bulk-calls queue, the default bus, our source",
+          sm.get("DefinitionSubstitutions") == {"AlertQueueUrl": {"Ref": "BulkCallsQueue"}, "EventBusName": "default",
+                                                "EventSource": "twilio-lambda-rs"}, sm.get("DefinitionSubstitutions"))
+    logging = sm.get("LoggingConfiguration", {})
+    check("the state machine logs, without execution data (task tokens, numbers)",
+          logging.get("Level") in ("ALL", "ERROR", "FATAL") and logging.get("IncludeExecutionData") is False
+          and logging.get("Destinations") == [{"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": ["AlertEscalationLogGroup", "Arn"]}}}],
+          logging)
+    check("the state machine is traced with X-Ray", sm.get("TracingConfiguration") == {"Enabled": True}, sm.get("TracingConfiguration"))
+    role = res.get("AlertEscalationStateMachineRole", {})
+    by_service = {}
+    for st in statements(role):
+        for a in as_list(st["Action"]):
+            by_service.setdefault(a.split(":")[0], []).append((a, st["Resource"], st.get("Condition")))
+    check("the state machine only sends to the bulk-calls queue, puts our events, delivers its logs",
+          set(by_service) == {"sqs", "events", "logs"}, by_service)
+    check("state machine: sqs:SendMessage on the bulk-calls queue only",
+          by_service.get("sqs") == [("sqs:SendMessage", {"Fn::GetAtt": ["BulkCallsQueue", "Arn"]}, None)], by_service.get("sqs"))
+    check("state machine: events:PutEvents on the default bus, our source only",
+          by_service.get("events") == [("events:PutEvents", "arn:aws:events:ap-northeast-1:123456789012:event-bus/default",
+                                        {"StringEquals": {"events:source": "twilio-lambda-rs"}})], by_service.get("events"))
+    check("state machine: '*' only for the log-delivery actions",
+          sorted(a for a, _, _ in by_service.get("logs", [])) == LOG_DELIVERY
+          and all(r == "*" for _, r, _ in by_service.get("logs", [])), by_service.get("logs"))
+    check("state machine: X-Ray write access", any("AWSXrayWriteOnlyAccess" in str(m) for m in role.get("Properties", {}).get("ManagedPolicyArns", [])),
+          role.get("Properties", {}).get("ManagedPolicyArns"))
+
+    for name, want in (("IncomingCallFunctionRole", ["states:SendTaskFailure", "states:SendTaskSuccess"]),
+                       ("OutboundCallFunctionRole", ["states:ListExecutions", "states:SendTaskFailure", "states:SendTaskSuccess",
+                                                     "states:StartExecution"])):
+        got = states_stmts.get(name, [])
+        check(f"{name}: Step Functions {want} on this state machine only",
+              sorted(a for st in got for a in as_list(st["Action"])) == want
+              and all(st["Resource"] == STATE_MACHINE for st in got), got)
+    others = [n for n, sts in states_stmts.items() if sts and n not in ("IncomingCallFunctionRole", "OutboundCallFunctionRole")]
+    check("no other role may touch Step Functions", not others, others)
+    check("incoming-call knows the state machine", env["IncomingCallFunction"].get("ALERT_STATE_MACHINE_ARN") == STATE_MACHINE, env["IncomingCallFunction"])
+    out_env = env["OutboundCallFunction"]
+    check("outbound-call knows the state machine and the policies",
+          out_env.get("ALERT_STATE_MACHINE_ARN") == STATE_MACHINE
+          and out_env.get("ESCALATION_POLICIES_PARAMETER") == overrides["EscalationPoliciesParameterName"], out_env)
+    rule = source_rules.get("AlertsNeedACallerNumber", {})
+    check("a stack with alerts and no FromNumber is refused before anything is created",
+          rule.get("RuleCondition") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EscalationPoliciesParameterName"}, ""]}]}
+          and rule.get("Assertions", [{}])[0].get("Assert") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FromNumber"}, ""]}]}, rule)
+
+    check("one alarm rule", list(alarm_rules) == ["AlarmAlertsRule"], list(alarm_rules))
+    rule = alarm_rules.get("AlarmAlertsRule", {}).get("Properties", {})
+    check("the alarm rule takes alarms entering ALARM only",
+          rule.get("EventPattern") == {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
+                                       "detail": {"state": {"value": ["ALARM"]}}}, rule.get("EventPattern"))
+    targets = rule.get("Targets", [])
+    check("the alarm rule targets outbound-call, with a dead-letter queue",
+          len(targets) == 1 and targets[0]["Arn"] == {"Fn::GetAtt": ["OutboundCallFunction", "Arn"]}
+          and targets[0].get("DeadLetterConfig", {}).get("Arn") == {"Fn::GetAtt": ["AlarmAlertsDeadLetterQueue", "Arn"]}, targets)
+    check("the alarm dead-letter queue is encrypted at rest",
+          res.get("AlarmAlertsDeadLetterQueue", {}).get("Properties", {}).get("SqsManagedSseEnabled") is True)
+    rule_arn = {"Fn::GetAtt": ["AlarmAlertsRule", "Arn"]}
+    queue_policies = [st for p in of_type(res, "AWS::SQS::QueuePolicy").values() for st in p["Properties"]["PolicyDocument"]["Statement"]]
+    check("only the alarm rule may send to its dead-letter queue",
+          len(queue_policies) == 1 and queue_policies[0]["Principal"] == {"Service": "events.amazonaws.com"}
+          and queue_policies[0].get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn") == rule_arn, queue_policies)
+    perms = [p["Properties"] for p in of_type(res, "AWS::Lambda::Permission").values()
+             if p["Properties"].get("Principal") == "events.amazonaws.com"]
+    check("only the alarm rule may invoke outbound-call from EventBridge",
+          perms == [{"FunctionName": {"Ref": "OutboundCallFunction"}, "Action": "lambda:InvokeFunction",
+                     "Principal": "events.amazonaws.com", "SourceArn": rule_arn}], perms)
+
+
 def main(path):
     os.environ.setdefault("AWS_DEFAULT_REGION", PSEUDO["AWS::Region"])
     source = cfn_yaml.load(path)
@@ -282,9 +385,12 @@ def main(path):
         packaged = copy.deepcopy(source)
         for fn in of_type(packaged["Resources"], "AWS::Serverless::Function").values():
             fn["Properties"]["CodeUri"] = "s3://bucket/key.zip"  # what `sam deploy` uploads
+        for sm in of_type(packaged["Resources"], "AWS::Serverless::StateMachine").values():
+            sm["Properties"]["DefinitionUri"] = "s3://bucket/asl.json"
         out = transform(packaged, params, ManagedPolicies())
         r = Resolver(params, out.get("Conditions", {}))
-        res = {k: r.value(v) for k, v in out["Resources"].items()}
+        # What this deployment creates: a resource whose Condition is false is not there.
+        res = {k: r.value(v) for k, v in out["Resources"].items() if r.conditions.get(v.get("Condition"), True)}
         print(f"-- {label}: {len(res)} resources")
 
         urls = of_type(res, "AWS::Lambda::Url")
@@ -300,7 +406,8 @@ def main(path):
         for api in apis.values():
             paths = api["Properties"]["Body"]["paths"]
             ops = [(path, method, op) for path, item in paths.items() for method, op in item.items()]
-            check("the only route is POST /calls", [(p, m) for p, m, _ in ops] == [("/calls", "post")], ops)
+            check("the only routes are POST /calls and POST /alerts",
+                  sorted((p, m) for p, m, _ in ops) == [("/alerts", "post"), ("/calls", "post")], ops)
             schemes = api["Properties"]["Body"].get("components", {}).get("securitySchemes", {})
             for path, method, op in ops:
                 names = [n for sec in op.get("security", []) for n in sec]
@@ -354,7 +461,8 @@ def main(path):
                 actions = as_list(st.get("Action", []))
                 resources = as_list(st.get("Resource", []))
                 check(f"{name}: no wildcard action", not any(a == "*" or a.endswith(":*") for a in actions), actions)
-                check(f"{name}: no '*' resource", "*" not in resources, resources)
+                log_delivery = name == "AlertEscalationStateMachineRole" and sorted(actions) == LOG_DELIVERY
+                check(f"{name}: no '*' resource", "*" not in resources or log_delivery, resources)
                 if any(a.startswith("ssm:") for a in actions):
                     check(f"{name}: SSM actions are GetParameters only", actions == ["ssm:GetParameters"], actions)
                     prefix = "arn:aws:ssm:ap-northeast-1:123456789012:parameter/"
@@ -376,8 +484,11 @@ def main(path):
             want_out = {params[k] for k in ("AccountSidParameterName", "ApiKeySidParameterName", "ApiKeySecretParameterName")}
         else:
             want_out = {params["AccountSidParameterName"], params["AuthTokenParameterName"]}
+        if params["EscalationPoliciesParameterName"]:
+            want_out.add(params["EscalationPoliciesParameterName"])
         check("outbound-call reads exactly its credentials", out_ == want_out, out_)
         check_ledger(res, overrides, r.conditions)
+        check_alerts(res, overrides, source.get("Rules", {}))
 
     check_samconfig(source)
 

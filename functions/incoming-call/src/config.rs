@@ -26,6 +26,11 @@ pub struct Config {
     pub ledger_table: Option<String>,
     /// `EVENT_BUS_NAME`: where `Call Completed` and `Voicemail Recorded` are published.
     pub event_bus: Option<String>,
+    /// `ALERT_STATE_MACHINE_ARN`: phone alerts are on (README, "Phone alerts"): the `/alert`
+    /// routes answer, and final statuses of alert calls end their step. The ARN itself is only
+    /// checked and logged (task tokens name their execution); its presence is the switch, so
+    /// template.yaml sets it exactly when it deploys the state machine.
+    pub alert_state_machine: Option<String>,
 }
 
 pub use twilio_voice::settings::SettingsError as ConfigError;
@@ -65,6 +70,19 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::Missing("CALL_LEDGER_TABLE")),
             pair => pair,
         };
+        let alert_state_machine = settings.parse("ALERT_STATE_MACHINE_ARN", |raw| {
+            let parts: Vec<&str> = raw.split(':').collect();
+            match parts.as_slice() {
+                ["arn", _, "states", _, _, "stateMachine", name] if !name.is_empty() => {
+                    Ok(raw.to_owned())
+                }
+                _ => Err("expected arn:<partition>:states:<region>:<account>:stateMachine:<name>"),
+            }
+        })?;
+        // An alert step lives in the ledger: alerts without it could never be acknowledged.
+        if alert_state_machine.is_some() && ledger_table.is_none() {
+            return Err(ConfigError::Missing("CALL_LEDGER_TABLE"));
+        }
         Ok(Self {
             tokens: WebhookTokenSpec {
                 auth_token,
@@ -74,6 +92,7 @@ impl Config {
             flow,
             ledger_table,
             event_bus,
+            alert_state_machine,
         })
     }
 }
@@ -112,6 +131,44 @@ mod tests {
             (Some("ledger"), Some("default"))
         );
         assert_eq!(config(&[token]).unwrap().ledger_table, None);
+    }
+
+    #[test]
+    fn alerts_need_a_state_machine_arn_and_the_ledger() {
+        let token = ("TWILIO_AUTH_TOKEN_PARAMETER", "/t");
+        let arn = (
+            "ALERT_STATE_MACHINE_ARN",
+            "arn:aws:states:ap-northeast-1:123456789012:stateMachine:voice-alert-escalation",
+        );
+        assert_eq!(
+            config(&[token, arn]).unwrap_err(),
+            ConfigError::Missing("CALL_LEDGER_TABLE")
+        );
+        let on = config(&[
+            token,
+            arn,
+            ("CALL_LEDGER_TABLE", "ledger"),
+            ("EVENT_BUS_NAME", "default"),
+        ])
+        .unwrap();
+        assert_eq!(on.alert_state_machine.as_deref(), Some(arn.1));
+        assert_eq!(config(&[token]).unwrap().alert_state_machine, None);
+        for bad in [
+            "voice-alert-escalation",
+            "arn:aws:lambda:ap-northeast-1:123456789012:function:x",
+            "arn:aws:states:ap-northeast-1:123456789012:execution:m:x",
+        ] {
+            assert!(
+                matches!(
+                    config(&[token, ("ALERT_STATE_MACHINE_ARN", bad)]),
+                    Err(ConfigError::Invalid {
+                        name: "ALERT_STATE_MACHINE_ARN",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `incoming-call`: answers Twilio's voice webhook on a Lambda Function URL with the configured
 //! call flow, after checking `X-Twilio-Signature` with the auth token from SSM.
 
+pub mod alert;
 pub mod config;
 pub mod flow;
 pub mod holidays;
@@ -148,6 +149,7 @@ impl App {
             answers: Default::default(),
             clock,
             outcomes: None,
+            alerts: None,
             forwarder: reqwest::Client::builder()
                 .connect_timeout(FORWARD_TIMEOUT)
                 .timeout(FORWARD_TIMEOUT)
@@ -163,6 +165,27 @@ impl App {
                 ledger: twilio_voice::ledger::Ledger::new(twilio_voice::aws::dynamodb(aws), table),
                 bus: twilio_voice::events::EventBus::new(twilio_voice::aws::eventbridge(aws), bus),
             }),
+            _ => None,
+        };
+        self
+    }
+
+    /// Answers the alert routes and ends alert steps when `config` turns phone alerts on
+    /// (`ALERT_STATE_MACHINE_ARN`, which the configuration only accepts with the ledger).
+    pub fn with_alerts(mut self, config: &Config, aws: &aws_types::SdkConfig) -> Self {
+        self.alerts = match (&config.alert_state_machine, &config.ledger_table) {
+            (Some(state_machine), Some(table)) => {
+                tracing::info!(state_machine = %state_machine, "phone alerts on");
+                Some(alert::Alerts {
+                    ledger: twilio_voice::ledger::Ledger::new(
+                        twilio_voice::aws::dynamodb(aws),
+                        table,
+                    ),
+                    escalations: twilio_voice::stepfunctions::Escalations::new(
+                        twilio_voice::aws::stepfunctions(aws),
+                    ),
+                })
+            }
             _ => None,
         };
         self

@@ -16,7 +16,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = twilio_voice::aws::sdk_config(env, twilio_voice::aws::Resilience::default())?;
     let app = App::init(config.clone(), ssm)
         .await?
-        .with_outcomes(&config, &aws);
+        .with_outcomes(&config, &aws)
+        .with_alerts(&config, &aws);
     let app = &app;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

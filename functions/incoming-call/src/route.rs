@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use twilio_voice::ledger::{ALERT_KEY_PREFIX, IdempotencyKey};
 use twilio_voice::phone::PhoneNumber;
 
 /// Deepest menu nesting, and so the most keys in a step address.
@@ -182,6 +183,12 @@ pub enum Route {
     Voicemail { at: StepPath },
     /// `/status`: a status callback.
     Status,
+    /// `/alert?key=&prompt=`: an alert call's message and keypad prompt, the `prompt`-th time
+    /// (from 1). `key` is the alert step's request key, `alert:<alert_id>:<attempt>`; the task
+    /// token stays in the ledger under it, never in a URL.
+    Alert { key: IdempotencyKey, prompt: u8 },
+    /// `/alert-keys?key=&prompt=`: the key pressed at that prompt.
+    AlertKeys { key: IdempotencyKey, prompt: u8 },
 }
 
 /// Why a path or query is not one of ours.
@@ -208,7 +215,8 @@ impl Route {
         let route = match last {
             "voice" => return Ok((Self::Answer, prefix)),
             "status" => return Ok((Self::Status, prefix)),
-            "menu" | "dial-result" | "screen" | "screen-result" | "voicemail" => last,
+            "menu" | "dial-result" | "screen" | "screen-result" | "voicemail" | "alert"
+            | "alert-keys" => last,
             _ => return Err(RouteError::NotFound),
         };
         let q = Query::parse(query)?;
@@ -240,6 +248,18 @@ impl Route {
             "screen-result" => {
                 q.only(&[])?;
                 Self::ScreenResult
+            }
+            "alert" | "alert-keys" => {
+                let (key, prompt) = (q.get("key")?, q.get("prompt")?);
+                q.only(&["key", "prompt"])?;
+                let (key, prompt) = (alert_key(key)?, small_number(prompt)?);
+                if prompt == 0 {
+                    return Err(RouteError::BadQuery);
+                }
+                match route {
+                    "alert" => Self::Alert { key, prompt },
+                    _ => Self::AlertKeys { key, prompt },
+                }
             }
             _ => {
                 let at = q.get("at")?;
@@ -277,6 +297,14 @@ impl Route {
             Self::Voicemail { at } => {
                 q.append_pair("at", &at.encode());
                 "voicemail"
+            }
+            Self::Alert { key, prompt } | Self::AlertKeys { key, prompt } => {
+                q.append_pair("key", key.as_str())
+                    .append_pair("prompt", &prompt.to_string());
+                match self {
+                    Self::Alert { .. } => "alert",
+                    _ => "alert-keys",
+                }
             }
         };
         let query = q.finish();
@@ -316,6 +344,14 @@ impl Query {
             false => Err(RouteError::BadQuery),
         }
     }
+}
+
+/// An alert step's request key: `alert:` and an idempotency key's bytes.
+fn alert_key(text: &str) -> Result<IdempotencyKey, RouteError> {
+    if !text.starts_with(ALERT_KEY_PREFIX) || text.len() == ALERT_KEY_PREFIX.len() {
+        return Err(RouteError::BadQuery);
+    }
+    IdempotencyKey::new(text).map_err(|_| RouteError::BadQuery)
 }
 
 /// A count we put in a link (retries, hunt index): one or two plain digits.
@@ -365,6 +401,14 @@ mod tests {
                 caller: Caller::Withheld,
             },
             Route::Voicemail { at },
+            Route::Alert {
+                key: IdempotencyKey::new("alert:cpu-high-1732500000:2").unwrap(),
+                prompt: 1,
+            },
+            Route::AlertKeys {
+                key: IdempotencyKey::new("alert:a b&c=d:1").unwrap(),
+                prompt: 12,
+            },
         ];
         for route in routes {
             let url = route.url(BASE);
@@ -406,11 +450,39 @@ mod tests {
             ("/screen", "at=0m&from=090"),
             ("/screen-result", "x=1"),
             ("/voicemail", "at="),
+            ("/alert", "key=alert:a:1"),
+            ("/alert", "prompt=1"),
+            ("/alert", "key=alert:a:1&prompt=0"),
+            ("/alert", "key=alert:a:1&prompt=100"),
+            ("/alert", "key=alert:a:1&prompt=1&at=0m"),
+            ("/alert", "key=alert:a:1&key=alert:b:1&prompt=1"),
+            ("/alert", "key=other:a:1&prompt=1"),
+            ("/alert", "key=alert:&prompt=1"),
+            ("/alert-keys", "key=alert:a%0A:1&prompt=1"),
+            ("/alert-keys", "key=alert:a:1&prompt=x"),
         ] {
             assert_eq!(
                 Route::parse(path, query),
                 Err(RouteError::BadQuery),
                 "{path}?{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_alert_url_built_by_hand_parses() {
+        // outbound-call builds the first URL itself, with or without escaping the colons.
+        for query in ["key=alert:cpu:1&prompt=1", "key=alert%3Acpu%3A1&prompt=1"] {
+            assert_eq!(
+                Route::parse("/prefix/alert", query),
+                Ok((
+                    Route::Alert {
+                        key: IdempotencyKey::new("alert:cpu:1").unwrap(),
+                        prompt: 1
+                    },
+                    "/prefix"
+                )),
+                "{query}"
             );
         }
     }

@@ -43,6 +43,8 @@ pub struct App {
     pub outcomes: Option<Outcomes>,
     /// Passes a status callback on to the caller's own URL (`/status?forward=`).
     pub forwarder: reqwest::Client,
+    /// Phone alerts, when configured: the `/alert` routes, and alert calls' final statuses.
+    pub alerts: Option<crate::alert::Alerts>,
 }
 
 /// Most answers kept: one per (base URL, number, branch) in use; more means something odd.
@@ -317,6 +319,9 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             call_duration = param("CallDuration").unwrap_or(""),
             "call status"
         );
+        if let Some(alerts) = &app.alerts {
+            alert_status(alerts, &param).await?;
+        }
         if let Some(outcomes) = &app.outcomes {
             match outcomes.status(param).await {
                 Ok(Some(completed)) => {
@@ -336,14 +341,36 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
         }
         return Ok(None);
     }
+    let links = Links {
+        base: webhook.links_base.clone(),
+    };
+    if let Route::Alert { key, prompt } | Route::AlertKeys { key, prompt } = &webhook.route {
+        // Not configured: these routes do not exist.
+        let alerts = app.alerts.as_ref().ok_or(Rejection::NotFound)?;
+        let twiml = match &webhook.route {
+            Route::Alert { .. } => alerts
+                .call(key, *prompt, param("AnsweredBy"), call_sid, &links)
+                .await
+                .map_err(|e| Rejection::Unavailable(e.to_string()))?,
+            _ => {
+                info!(
+                    call_sid,
+                    digits = param("Digits").unwrap_or(""),
+                    prompt,
+                    "alert key"
+                );
+                alerts
+                    .key(key, *prompt, param("Digits"), call_sid, &links)
+                    .await
+            }
+        };
+        return Ok(Some(twiml.to_xml()));
+    }
     let flow = app
         .flows
         .get()
         .await
         .map_err(|e| Rejection::Unavailable(e.to_string()))?;
-    let links = Links {
-        base: webhook.links_base.clone(),
-    };
     let from = param("From");
     let twiml = match &webhook.route {
         Route::Answer => {
@@ -414,8 +441,30 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             flow.voicemail_done(at)
         }
         Route::Status => unreachable!("answered above"),
+        Route::Alert { .. } | Route::AlertKeys { .. } => unreachable!("answered above"),
     };
     Ok(Some(twiml.to_xml()))
+}
+
+/// A status callback of an alert call: its final status without key 1 ends the step
+/// (`alert.rs`). A malformed callback is left to the outcomes' handling, which reports it.
+async fn alert_status<'a>(
+    alerts: &crate::alert::Alerts,
+    param: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<(), Rejection> {
+    let Ok(update) = crate::outcomes::status_update(param) else {
+        return Ok(());
+    };
+    alerts
+        .status(
+            &update.call_sid,
+            update.call_status,
+            update.answered_by.as_deref(),
+        )
+        .await
+        .map(drop)
+        // Ours: 503, and a callback sent again finds the step still open.
+        .map_err(|e| Rejection::NotRecorded(e.to_string()))
 }
 
 /// Passes a status callback on, signed as Twilio signs it (for the target URL, with the

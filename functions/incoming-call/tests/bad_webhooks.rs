@@ -240,6 +240,28 @@ async fn every_bad_webhook_gets_its_status_and_no_twiml() {
             404,
         ),
         (
+            "alert route, phone alerts off",
+            {
+                let mut e = signed(
+                    "CallSid=CA1&Digits=1",
+                    &format!("https://{HOST}/alert-keys?key=alert%3Aa%3A1&prompt=1"),
+                    TOKEN,
+                );
+                e.raw_path = Some("/alert-keys".into());
+                e.raw_query_string = Some("key=alert%3Aa%3A1&prompt=1".into());
+                e
+            },
+            404,
+        ),
+        (
+            "alert route, key not an alert's",
+            with(|e| {
+                e.raw_path = Some("/alert".into());
+                e.raw_query_string = Some("key=cpu&prompt=1".into());
+            }),
+            400,
+        ),
+        (
             "no Host and no domain",
             with(|e| {
                 e.headers.remove("host");

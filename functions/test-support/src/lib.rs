@@ -79,6 +79,36 @@ pub fn moto_server() -> StandIn {
     spawn(command, port, "moto_server", Duration::from_secs(30))
 }
 
+/// `moto_server` that runs Step Functions executions (phone alerts): `MOTO_PORT` lets a task call
+/// back into the server (SQS, EventBridge), and `/moto-api/config` switches execution on.
+pub fn moto_server_running_state_machines() -> StandIn {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let mut command = Command::new(tool(".venv/bin/moto_server"));
+    command
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_PORT", port.to_string());
+    let moto = spawn(command, port, "moto_server", Duration::from_secs(30));
+    let body = r#"{"stepfunctions": {"execute_state_machine": true}}"#;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("moto_server is listening");
+    write!(
+        stream,
+        "POST /moto-api/config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("config request sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("config answered");
+    assert!(
+        response.starts_with("HTTP/1.1 20") || response.starts_with("HTTP/1.0 20"),
+        "moto_server refused its configuration: {response}"
+    );
+    moto
+}
+
 /// Twilio's API v2010 OpenAPI document (from `@twilio-alpha/mcp`) as Prism serves it: see
 /// `.ci/prism_spec.py` for the one default it writes out.
 pub fn twilio_api_spec() -> PathBuf {
