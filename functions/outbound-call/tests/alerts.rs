@@ -61,7 +61,7 @@ async fn stack(setup: Setup) -> Stack {
         .with_max_level(tracing::Level::INFO)
         .with_test_writer()
         .try_init();
-    let moto = test_support::moto_server_executing_state_machines().await;
+    let moto = test_support::moto_server_running_state_machines();
     let aws = test_support::aws_config(&moto.url());
     let ddb = twilio_voice::aws::dynamodb(&aws);
     test_support::create_ledger_table(&ddb, "ledger").await;
@@ -145,13 +145,14 @@ async fn stack(setup: Setup) -> Stack {
 }
 
 /// incoming-call, as its Function URL would run it, on a loopback port.
-async fn serve_incoming(moto: &str, _state_machine_arn: &str, aws: &aws_types::SdkConfig) -> u16 {
+async fn serve_incoming(moto: &str, state_machine_arn: &str, aws: &aws_types::SdkConfig) -> u16 {
     use incoming_call::config::Config;
     use incoming_call::webhook::{App, handle};
     let vars = [
         ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
         ("CALL_LEDGER_TABLE", "ledger"),
         ("EVENT_BUS_NAME", "default"),
+        ("ALERT_STATE_MACHINE_ARN", state_machine_arn),
     ];
     let config = Config::from_lookup(test_support::vars(&vars)).expect("incoming-call's config");
     let ssm = test_support::ssm_client(moto).await;
@@ -159,7 +160,8 @@ async fn serve_incoming(moto: &str, _state_machine_arn: &str, aws: &aws_types::S
         App::init(config.clone(), ssm)
             .await
             .expect("incoming-call starts")
-            .with_outcomes(&config, aws),
+            .with_outcomes(&config, aws)
+            .with_alerts(&config, aws),
     );
     test_support::serve_function_url(move |event| {
         let app = app.clone();

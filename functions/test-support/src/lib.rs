@@ -587,25 +587,6 @@ pub async fn bulk_queue(
     (url, arn, dlq_url)
 }
 
-/// `moto_server` that runs Step Functions state machines (its tasks call back into it, so it
-/// must know its own port: `MOTO_PORT`), with SQS, DynamoDB, EventBridge and SSM as usual.
-pub async fn moto_server_executing_state_machines() -> StandIn {
-    let port = free_port();
-    let mut command = Command::new(tool(".venv/bin/moto_server"));
-    command
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("MOTO_PORT", port.to_string());
-    let moto = spawn(command, port, "moto_server", Duration::from_secs(30));
-    reqwest::Client::new()
-        .post(format!("{}/moto-api/config", moto.url()))
-        .json(&serde_json::json!({"stepfunctions": {"execute_state_machine": true}}))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("moto_server executes state machines");
-    moto
-}
-
 /// `.ci/twilio_sim.py serve` (the Twilio voice simulator: see its docstring) on a free port,
 /// with `config` as its config file; killed on drop. Its stdout (one line per call, verb,
 /// keypress and callback, numbers masked) is kept for [`TwilioSim::transcript`].
