@@ -31,6 +31,7 @@ use twilio_voice::credentials::{
 };
 use twilio_voice::http_event;
 use twilio_voice::ledger::{Duplicate, IdempotencyKey, Ledger};
+use twilio_voice::limits::TIME_LIMIT_SECONDS;
 use twilio_voice::phone::{AllowList, mask_digits};
 use twilio_voice::stepfunctions::{Escalations, SfnError, TaskToken};
 use twilio_voice::twiml::inspect::{self, UrlPrefixes};
@@ -41,6 +42,9 @@ use crate::delivery;
 use crate::event::EventError;
 use crate::handler::{self, App, MAX_EVENT_BYTES, OutboundError};
 use crate::once::{Fate, OnceError, place_once_claiming};
+
+/// How long an alert call may outlast its step (`TimeLimit`), to tell a late key it is late.
+const LATE_KEY_SECONDS: u32 = 120;
 
 /// What alerts hold between invocations.
 pub struct Alerts {
@@ -362,8 +366,11 @@ fn alert_request(
             ],
             timeout: Some(call.ring_timeout_seconds),
             machine_detection: Some(MachineDetection::Enable),
-            // A call outliving its step acknowledges nothing.
-            time_limit: Some(call.step_timeout_seconds),
+            // Bounded, yet longer than the step: a key pressed after the step timed out is
+            // answered "too late" instead of the line going dead mid-message.
+            time_limit: Some(
+                (call.step_timeout_seconds + LATE_KEY_SECONDS).min(*TIME_LIMIT_SECONDS.end()),
+            ),
             ..CallOptions::default()
         },
     };

@@ -553,37 +553,60 @@ async fn a_replayed_acknowledgement_acknowledges_nothing_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn a_key_after_the_step_timed_out_does_not_acknowledge() {
-    // A answers at once; the step times out 6 s after it started; A presses 1 some 8 s into
-    // the call. B does not answer.
+    // In real seconds: the step times out 6 s after it starts; A's phone rings 4 s, the short
+    // message and the prompt are spoken, and A hesitates 4 s more before pressing 1. B does not
+    // answer.
     let mut p = policy(&[A, B], 1);
     p["ring_timeout_seconds"] = json!(5);
     p["step_timeout_seconds"] = json!(6);
     let stack = stack(Setup {
         numbers: json!({
-            A: {"answer": "human", "ring_seconds": 0, "keys": [{"digits": "1", "after": 8}]},
+            A: {"answer": "human", "ring_seconds": 4, "keys": [{"digits": "1", "after": 4}]},
             B: {"answer": "no-answer"},
         }),
         policy: p,
         time_scale: 1.0,
     })
     .await;
-    let (alert_id, calls, events) = stack.escalate().await;
-    let key = IdempotencyKey::new(format!("alert:{alert_id}:1")).unwrap();
-    assert_eq!(calls, to(&[(A, "completed"), (B, "no-answer")]));
+    let mut event: Value = test_support::event("outbound-call-http-api.json");
+    event["rawPath"] = json!("/alerts");
+    event["requestContext"]["http"]["path"] = json!("/alerts");
+    event["body"] = json!(json!({"message": "テストです"}).to_string());
+    event["isBase64Encoded"] = json!(false);
+    let answer = handler::handle(event, &stack.outbound, Deadline::NONE)
+        .await
+        .unwrap();
+    let started: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["statusCode"], 202, "{started}");
+    let arn = started["execution_arn"].as_str().unwrap();
+    assert_eq!(stack.finished(arn).await, ExecutionStatus::Succeeded);
+    assert_eq!(
+        stack.calls().await,
+        to(&[(A, "completed"), (B, "no-answer")])
+    );
+    let key =
+        IdempotencyKey::new(format!("alert:{}:1", started["alert_id"].as_str().unwrap())).unwrap();
     let step = stack.ledger.alert_step(&key).await.unwrap().unwrap();
     assert_eq!(step.acknowledged, None);
+    // A pressed 1, and heard that it came too late.
     let log = stack.sim.log().await;
-    assert!(
-        log["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "keypress" && e["digits"] == "1"),
-        "A pressed 1: {}",
-        stack.sim.transcript().join("\n")
-    );
+    let keys = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["kind"] == "webhook"
+                && e["purpose"] == "gather"
+                && e["params"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|kv| kv[0] == "Digits" && kv[1] == "1"))
+        })
+        .unwrap_or_else(|| panic!("A pressed 1: {}", stack.sim.transcript().join("\n")));
+    let heard = keys["response"].as_str().unwrap();
+    assert!(heard.contains("応答期限が過ぎた"), "{heard}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(matches!(
-        events.as_slice(),
+        stack.alert_events().await.as_slice(),
         [DomainEvent::AlertUnacknowledged(un)] if un.calls == 2
     ));
 }
