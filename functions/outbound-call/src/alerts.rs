@@ -559,18 +559,19 @@ async fn escalate(
         });
     }
     // StartExecution answers a running execution's name and input with that execution, as if
-    // it had started it: asked first, the answer can say it did not.
-    let arn = execution_arn(&alerts.state_machine_arn, &name);
-    if alerts
+    // it had started it: asked first (ListExecutions, which the alarm check needs anyway), the
+    // answer can say it did not. An execution that ended is told by the start's NameTaken.
+    if let Some(running) = alerts
         .escalations
-        .exists(&arn)
+        .running(&alerts.state_machine_arn, &name)
         .await
         .map_err(OutboundError::Escalation)?
+        && running.ends_with(&format!(":{name}"))
     {
-        info!(alert_id = %name, "this alert's escalation was started before; not started again");
+        info!(alert_id = %name, "this alert's escalation runs already; not started again");
         return Ok(Escalation {
             alert_id: name,
-            execution_arn: arn,
+            execution_arn: running,
             started: false,
         });
     }

@@ -116,21 +116,6 @@ impl Escalations {
         })
     }
 
-    /// Whether the execution `execution_arn` exists (running or ended).
-    pub async fn exists(&self, execution_arn: &str) -> Result<bool, SfnError> {
-        match self
-            .client
-            .describe_execution()
-            .execution_arn(execution_arn)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_execution_does_not_exist() => Ok(false),
-            Err(e) => Err(classify(e)),
-        }
-    }
-
     /// The ARN of a running execution of `state_machine_arn` whose name starts with `prefix`,
     /// if there is one (the newest first, as Step Functions lists them).
     pub async fn running(
