@@ -203,6 +203,24 @@ impl Stack {
             .expect("the alarm starts an escalation")
     }
 
+    /// `POST /alerts` with `body`: the status and the answer.
+    async fn post_alert(&self, body: Value, key: Option<&str>) -> (u64, Value) {
+        let mut event: Value = test_support::event("outbound-call-http-api.json");
+        event["rawPath"] = json!("/alerts");
+        event["routeKey"] = json!("POST /alerts");
+        event["requestContext"]["http"]["path"] = json!("/alerts");
+        event["body"] = json!(body.to_string());
+        event["isBase64Encoded"] = json!(false);
+        if let Some(key) = key {
+            event["headers"]["idempotency-key"] = json!(key);
+        }
+        let answer = handler::handle(event, &self.outbound, Deadline::NONE)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        (answer["statusCode"].as_u64().unwrap(), body)
+    }
+
     /// Waits for the execution to end; its status.
     async fn finished(&self, execution_arn: &str) -> ExecutionStatus {
         let start = Instant::now();
@@ -467,14 +485,16 @@ async fn post_keys(port: u16, key: &IdempotencyKey, call_sid: &str, token: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn a_forged_acknowledgement_is_refused() {
-    // A rings for 3 real seconds, then answers and presses nothing.
+    // A rings for 3 real seconds, then answers and hangs up without a key.
     let stack = stack(Setup {
-        numbers: json!({A: {"answer": "human", "ring_seconds": 3, "keys": []}}),
+        numbers: json!({A: {"answer": "human", "ring_seconds": 3, "hangup_after_gathers": 0}}),
         policy: policy(&[A], 1),
         time_scale: 1.0,
     })
     .await;
-    let started = stack.alarm("2026-11-25T05:00:12.345+0000").await;
+    let (_, started) = stack
+        .post_alert(json!({"message": "テストです"}), None)
+        .await;
     let alert_id = started["alert_id"].as_str().unwrap();
     let key = IdempotencyKey::new(format!("alert:{alert_id}:1")).unwrap();
     // While it rings: the step is waiting, and its call is known.
@@ -568,16 +588,10 @@ async fn a_key_after_the_step_timed_out_does_not_acknowledge() {
         time_scale: 1.0,
     })
     .await;
-    let mut event: Value = test_support::event("outbound-call-http-api.json");
-    event["rawPath"] = json!("/alerts");
-    event["requestContext"]["http"]["path"] = json!("/alerts");
-    event["body"] = json!(json!({"message": "テストです"}).to_string());
-    event["isBase64Encoded"] = json!(false);
-    let answer = handler::handle(event, &stack.outbound, Deadline::NONE)
-        .await
-        .unwrap();
-    let started: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
-    assert_eq!(answer["statusCode"], 202, "{started}");
+    let (status, started) = stack
+        .post_alert(json!({"message": "テストです"}), None)
+        .await;
+    assert_eq!(status, 202, "{started}");
     let arn = started["execution_arn"].as_str().unwrap();
     assert_eq!(stack.finished(arn).await, ExecutionStatus::Succeeded);
     assert_eq!(
@@ -744,30 +758,19 @@ async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
         time_scale: 0.0,
     })
     .await;
-    let post = |body: Value, key: Option<&str>| {
-        let mut event: Value = test_support::event("outbound-call-http-api.json");
-        event["rawPath"] = json!("/alerts");
-        event["routeKey"] = json!("POST /alerts");
-        event["requestContext"]["http"]["path"] = json!("/alerts");
-        event["body"] = json!(body.to_string());
-        event["isBase64Encoded"] = json!(false);
-        if let Some(key) = key {
-            event["headers"]["idempotency-key"] = json!(key);
-        }
-        let app = stack.outbound.clone();
-        async move {
-            let answer = handler::handle(event, &app, Deadline::NONE).await.unwrap();
-            let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
-            (answer["statusCode"].as_u64().unwrap(), body)
-        }
-    };
     let alert = json!({"message": "バッチ処理が止まっています", "language": "ja"});
-    let (status, first) = post(alert.clone(), Some("batch-2026-11-25")).await;
+    let (status, first) = stack
+        .post_alert(alert.clone(), Some("batch-2026-11-25"))
+        .await;
     assert_eq!(status, 202, "{first}");
-    let (status, again) = post(alert.clone(), Some("batch-2026-11-25")).await;
+    let (status, again) = stack
+        .post_alert(alert.clone(), Some("batch-2026-11-25"))
+        .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["execution_arn"], first["execution_arn"]);
-    let (status, refused) = post(json!({"message": "x", "policy": "weekend"}), None).await;
+    let (status, refused) = stack
+        .post_alert(json!({"message": "x", "policy": "weekend"}), None)
+        .await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["type"], "NonRetryable.InvalidEvent");
 
