@@ -100,31 +100,51 @@ pub fn voicemail_recorded<'a>(
 }
 
 impl Outcomes {
-    /// Records a status callback; publishes `Call Completed` when it brought the final status.
-    /// Returns the event published, if any.
+    /// Records a status callback; publishes `Call Completed` when the call has its final status
+    /// and no earlier delivery published it. Returns the event published, if any.
+    ///
+    /// The event is published first and marked (`once#completed#<CallSid>`) after: a final
+    /// callback delivered again after a failed publish publishes, one after a successful
+    /// publish does not.
     pub async fn status<'a>(
         &self,
         param: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Option<CallCompleted>, OutcomeError> {
         let update = status_update(param)?;
-        match self.ledger.record_status(&update).await? {
+        let marker = format!("completed#{}", update.call_sid);
+        let call = match self.ledger.record_status(&update).await? {
+            // The first final status: nothing can have announced it yet.
             StatusRecorded::Applied {
                 call,
                 reached_final: true,
-            } => {
-                let Some(event) = CallCompleted::from_call(&call) else {
-                    return Ok(None);
-                };
-                self.bus
-                    .publish(&DomainEvent::CallCompleted(event.clone()))
-                    .await?;
-                Ok(Some(event))
+            } => Some(call),
+            // The final status was recorded before, by a delivery that may have failed to
+            // publish it.
+            StatusRecorded::Applied { call, .. } if call.final_status.is_some() => {
+                (!self.ledger.marked(&marker).await?).then_some(call)
             }
-            StatusRecorded::Applied { .. } | StatusRecorded::Stale => Ok(None),
-        }
+            StatusRecorded::Applied { .. } => None,
+            // The final callback again (Twilio's redelivery, or a retry after our 503).
+            StatusRecorded::Stale if update.call_status.is_final() => {
+                if self.ledger.marked(&marker).await? {
+                    None
+                } else {
+                    self.ledger.call(&update.call_sid).await?
+                }
+            }
+            StatusRecorded::Stale => None,
+        };
+        let Some(event) = call.as_ref().and_then(CallCompleted::from_call) else {
+            return Ok(None);
+        };
+        self.bus
+            .publish(&DomainEvent::CallCompleted(event.clone()))
+            .await?;
+        self.mark_published(&marker).await;
+        Ok(Some(event))
     }
 
-    /// Publishes `Voicemail Recorded` the first time this recording is reported.
+    /// Publishes `Voicemail Recorded` unless an earlier delivery of this recording did.
     pub async fn voicemail<'a>(
         &self,
         param: impl Fn(&str) -> Option<&'a str>,
@@ -134,13 +154,22 @@ impl Outcomes {
             "voicemail#{}",
             event.recording_sid.as_deref().unwrap_or(&event.call_sid)
         );
-        if !self.ledger.first_time(&marker).await? {
+        if self.ledger.marked(&marker).await? {
             return Ok(false);
         }
         self.bus
             .publish(&DomainEvent::VoicemailRecorded(event))
             .await?;
+        self.mark_published(&marker).await;
         Ok(true)
+    }
+
+    /// After a successful publish. A failure here is logged, not answered: answering it as an
+    /// error would have the event published again, which is worse than a marker missing.
+    async fn mark_published(&self, marker: &str) {
+        if let Err(e) = self.ledger.first_time(marker).await {
+            tracing::warn!(error = %e, "event published, but not marked in the ledger: a redelivery may publish it again");
+        }
     }
 }
 

@@ -327,7 +327,9 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
                 Err(e) if !e.is_ours() => {
                     warn!(call_sid, error = %e, "status callback not recorded")
                 }
-                // Ours: 503, so that Twilio reports the failure (and retries, if asked to).
+                // Ours: 503. Twilio does not retry a status callback unless its URL asks to
+                // (connection overrides, `#rp=5xx`), but records the failure; nothing was
+                // marked, so a redelivery publishes the outcome.
                 Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
             }
         }
@@ -405,7 +407,10 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
                 recording_duration = param("RecordingDuration").unwrap_or(""),
                 "voicemail recorded"
             );
-            // The caller is still on the line: a failure to announce is logged, not answered.
+            // The caller is still on the line: a failure to announce is logged, not answered
+            // (a 5xx would play them Twilio's error message, and Twilio does not retry an
+            // `action` on one). Nothing was marked: the transcription callback, when enabled,
+            // publishes it.
             if let Some(outcomes) = &app.outcomes
                 && let Err(e) = outcomes.voicemail(param).await
             {

@@ -414,18 +414,25 @@ async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
     }
 }
 
-/// `Call Failed` for a failure no automatic retry will mend (not for a retryable one, and not
-/// again for an earlier delivery's, which was announced then): once per request when the ledger
-/// can tell (an SQS message refused on each of its receives is announced once).
+/// `Call Failed` for a failure no automatic retry will mend (not for a retryable one): once per
+/// request when the ledger can tell (an SQS message refused on each of its receives is
+/// announced once). Published first, marked (`once#call-failed#<key>`) after: a failed publish
+/// is tried again by the next delivery of the request, which gets the earlier delivery's
+/// recorded refusal (an SQS receive, a Lambda retry). An earlier delivery whose outcome is
+/// unknown is not announced from a later one: it may still be in flight.
 async fn announce_failure(app: &App, e: &OutboundError, key: Option<&IdempotencyKey>) {
     let Some(bus) = &app.bus else { return };
-    if matches!(e, OutboundError::Earlier { .. }) || e.retry() == Retry::Safe {
+    let in_flight =
+        matches!(e, OutboundError::Earlier { class, .. } if *class == ErrorClass::CallMayExist);
+    if in_flight || e.retry() == Retry::Safe {
         return;
     }
-    if let (Some(ledger), Some(key)) = (&app.ledger, key) {
-        match ledger.first_time(&format!("call-failed#{key}")).await {
-            Ok(true) => {}
-            Ok(false) => return,
+    let marker = key.map(|key| format!("call-failed#{key}"));
+    let ledger = app.ledger.as_ref().zip(marker.as_deref());
+    if let Some((ledger, marker)) = ledger {
+        match ledger.marked(marker).await {
+            Ok(false) => {}
+            Ok(true) => return,
             // Better twice than never.
             Err(le) => warn!(error = %le, "call ledger unavailable; announcing the failure anyway"),
         }
@@ -437,6 +444,12 @@ async fn announce_failure(app: &App, e: &OutboundError, key: Option<&Idempotency
     });
     if let Err(publish) = bus.publish(&event).await {
         warn!(error = %publish, error_type = e.error_type(), "Call Failed not published");
+        return;
+    }
+    if let Some((ledger, marker)) = ledger
+        && let Err(le) = ledger.first_time(marker).await
+    {
+        warn!(error = %le, "Call Failed published, but not marked: a redelivery may publish it again");
     }
 }
 

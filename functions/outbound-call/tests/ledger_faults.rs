@@ -426,3 +426,39 @@ async fn a_redelivered_invocation_or_schedule_run_dials_once() {
         .unwrap();
     assert_eq!(s.posts().await.len(), 4);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_call_failed_whose_publish_failed_is_published_by_the_next_delivery_once() {
+    let refused = ResponseTemplate::new(400).set_body_json(json!({
+        "code": 21211, "message": "invalid To", "status": 400,
+        "more_info": "https://www.twilio.com/docs/errors/21211"
+    }));
+    let mut s = stack(refused).await;
+    let aws = test_support::aws_config(&s._moto.url());
+    let working = s.app.bus.replace(twilio_voice::events::EventBus::new(
+        twilio_voice::aws::eventbridge(&aws),
+        "no-such-bus",
+    ));
+    let event = keyed("refused-once");
+    assert_eq!(
+        class(handle(event.clone(), &s.app, Deadline::NONE).await),
+        ErrorClass::TwilioRejected
+    );
+    assert!(s.inbox.take().await.is_empty());
+    // The bus answers again: the next delivery (refused from the ledger, nothing sent)
+    // announces the failure, and the one after it does not.
+    s.app.bus = working;
+    for _ in 0..2 {
+        assert_eq!(
+            class(handle(event.clone(), &s.app, Deadline::NONE).await),
+            ErrorClass::TwilioRejected
+        );
+    }
+    assert_eq!(s.posts().await.len(), 1);
+    let failed = s.inbox.take().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["detail-type"], "Call Failed");
+    assert_eq!(failed[0]["detail"]["twilio_code"], 21211);
+    assert_eq!(failed[0]["detail"]["idempotency_key"], "refused-once");
+}
