@@ -317,24 +317,28 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             call_duration = param("CallDuration").unwrap_or(""),
             "call status"
         );
-        if let Some(outcomes) = &app.outcomes {
-            match outcomes.status(param).await {
-                Ok(Some(completed)) => {
-                    info!(call_sid, outcome = ?completed.outcome, "Call Completed published");
-                }
-                Ok(None) => {}
-                // A malformed callback will not improve when sent again: take it, say so.
-                Err(e) if !e.is_ours() => {
-                    warn!(call_sid, error = %e, "status callback not recorded")
-                }
-                // Ours: 503. Twilio does not retry a status callback unless its URL asks to
-                // (connection overrides, `#rp=5xx`), but records the failure; nothing was
-                // marked, so a redelivery publishes the outcome.
-                Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
-            }
-        }
+        let recorded = match &app.outcomes {
+            Some(outcomes) => outcomes.status(param).await,
+            None => Ok(None),
+        };
+        // The caller's own callback gets it whatever became of ours: their endpoint does not
+        // depend on our ledger or bus.
         if let Some(target) = webhook.forward_to() {
             forward(app, &webhook, &target, &tokens.current).await;
+        }
+        match recorded {
+            Ok(Some(completed)) => {
+                info!(call_sid, outcome = ?completed.outcome, "Call Completed published");
+            }
+            Ok(None) => {}
+            // A malformed callback will not improve when sent again: take it, say so.
+            Err(e) if !e.is_ours() => {
+                warn!(call_sid, error = %e, "status callback not recorded")
+            }
+            // Ours: 503. Twilio does not retry a status callback unless its URL asks to
+            // (connection overrides, `#rp=5xx`), but records the failure; nothing was
+            // marked, so a redelivery publishes the outcome.
+            Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
         }
         return Ok(None);
     }
@@ -425,7 +429,7 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
 
 /// Passes a status callback on, signed as Twilio signs it (for the target URL, with the
 /// account's auth token), so that the caller's endpoint can check it like any webhook. A failure
-/// is logged: the callback was recorded, and Twilio must not send it again for that.
+/// is logged: their endpoint's trouble is not a reason for Twilio to send the callback again.
 async fn forward(app: &App, webhook: &Webhook, target: &str, token: &AuthToken) {
     let signature = signature::sign(target, &webhook.params, token);
     let sent = app

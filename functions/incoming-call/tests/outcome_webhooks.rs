@@ -221,3 +221,45 @@ async fn a_callers_own_status_callback_gets_each_callback_signed_for_it() {
     handle(webhook("/status", &callback("completed", "4")), &s.app).await;
     assert_eq!(theirs.received_requests().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_callers_own_status_callback_still_gets_it_when_our_ledger_fails() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let mut s = stack().await;
+    let throttled = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
+        UpdateItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder().build(),
+        )
+    });
+    s.app.outcomes.as_mut().unwrap().ledger = Ledger::new(
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
+        "ledger",
+    );
+    let theirs = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/their-status"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&theirs)
+        .await;
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("forward", &format!("{}/their-status", theirs.uri()))
+        .finish();
+    let response = handle(
+        webhook(&format!("/status?{query}"), &callback("completed", "3")),
+        &s.app,
+    )
+    .await;
+    // Ours failed (503: not recorded, nothing published) ...
+    assert_eq!(response.status_code, 503);
+    assert!(s.inbox.take().await.is_empty());
+    // ... theirs was passed on all the same.
+    let received = theirs.received_requests().await.unwrap();
+    assert_eq!(received.len(), 1);
+    let got: Vec<(String, String)> = form_urlencoded::parse(&received[0].body)
+        .into_owned()
+        .collect();
+    assert!(got.contains(&("CallStatus".to_owned(), "completed".to_owned())));
+}
