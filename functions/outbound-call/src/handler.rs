@@ -30,7 +30,7 @@ use twilio_voice::phone::PhoneNumber;
 use crate::bulk::{self, SqsEvent};
 use crate::delivery;
 use crate::event::{CallEvent, EventError};
-use crate::once::{Fate, OnceError, Placement, place_once};
+use crate::once::{Fate, OnceError, Placement, ours_among, place_once};
 
 pub use twilio_voice::calls::Retry;
 
@@ -395,20 +395,44 @@ fn earlier(duplicate: Duplicate) -> OutboundError {
     }
 }
 
-/// A stale claim: does Twilio's Calls list have a call to that number since the claim?
-/// `None` when Twilio could not be asked (the outcome stays unknown).
+/// Pages of Twilio's Calls list read for one stale claim (50 calls a page): more calls than
+/// that to one number within minutes of a claim is not a use this system serves.
+const LOOKUP_PAGES: usize = 4;
+
+/// A stale claim: does Twilio's Calls list have this request's call (to that number, since the
+/// claim, not tied to another request in the ledger)? `None` when Twilio or the ledger could
+/// not be asked, or the list was longer than [`LOOKUP_PAGES`] (the outcome stays unknown).
 async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
     let to = record.to.as_ref()?;
+    let ledger = app.ledger.as_ref()?;
     let credentials = app.credentials.get().await.ok()?;
     let since = UNIX_EPOCH + Duration::from_secs(record.claimed_at);
-    match app.calls.find_call(&credentials, to, since).await {
-        Ok(Some(found)) => Some(Resolution::Found {
-            call_sid: found.sid,
-            call_status: found.status,
-        }),
-        Ok(None) => Some(Resolution::NotFound),
+    let found = match app
+        .calls
+        .calls_since(&credentials, to, since, LOOKUP_PAGES)
+        .await
+    {
+        Ok(found) => found,
         Err(e) => {
             warn!(error = %e, "Twilio's Calls list could not be read; outcome still unknown");
+            return None;
+        }
+    };
+    match ours_among(ledger, &record.key, found.calls).await {
+        Ok(Some(call)) => Some(Resolution::Found {
+            call_sid: call.sid,
+            call_status: call.status,
+        }),
+        Ok(None) if found.complete => Some(Resolution::NotFound),
+        Ok(None) => {
+            warn!(
+                pages = LOOKUP_PAGES,
+                "Twilio's Calls list is longer than the lookup reads; outcome still unknown"
+            );
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "call ledger unavailable; outcome still unknown");
             None
         }
     }

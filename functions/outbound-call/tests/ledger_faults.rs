@@ -462,3 +462,68 @@ async fn a_call_failed_whose_publish_failed_is_published_by_the_next_delivery_on
     assert_eq!(failed[0]["detail"]["twilio_code"], 21211);
     assert_eq!(failed[0]["detail"]["idempotency_key"], "refused-once");
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_stale_claim_is_not_resolved_with_another_requests_call_to_the_same_number() {
+    use wiremock::matchers::query_param;
+    const OTHER_SID: &str = "CAffffffffffffffffffffffffffffffff";
+    let s = stack(ResponseTemplate::new(500)).await;
+    assert_eq!(
+        class(handle(keyed("mine"), &s.app, Deadline::NONE).await),
+        ErrorClass::CallMayExist
+    );
+    // Another request placed a call to the same number seconds later, and recorded it.
+    let ledger = s.app.ledger.clone().unwrap();
+    let other = twilio_voice::ledger::IdempotencyKey::new("theirs").unwrap();
+    let to = twilio_voice::phone::PhoneNumber::parse("+81312345678").unwrap();
+    let twilio_voice::ledger::ClaimOutcome::Won(claim) = ledger.claim(&other, &to).await.unwrap()
+    else {
+        panic!("a fresh key is won");
+    };
+    ledger
+        .record_placed(&claim, OTHER_SID, "queued")
+        .await
+        .unwrap();
+
+    let claimed = *s.clock.lock().unwrap();
+    *s.clock.lock().unwrap() += STALE_AFTER;
+    let at = |secs| {
+        aws_smithy_types::DateTime::from(claimed + Duration::from_secs(secs))
+            .fmt(aws_smithy_types::date_time::Format::HttpDate)
+            .unwrap()
+            .replace(" GMT", " +0000")
+    };
+    // Newest first: theirs on the first page, ours on the second (Twilio's next_page_uri).
+    let next = format!("{CALLS_PATH}?To=%2B81312345678&PageSize=1&Page=1&PageToken=PACA1");
+    Mock::given(method("GET"))
+        .and(path(CALLS_PATH))
+        .and(query_param("Page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [{"sid": CALL_SID, "status": "completed", "date_created": at(1)}],
+            "next_page_uri": null
+        })))
+        .with_priority(1)
+        .mount(&s.twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(CALLS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [{"sid": OTHER_SID, "status": "in-progress", "date_created": at(30)}],
+            "next_page_uri": next
+        })))
+        .mount(&s.twilio)
+        .await;
+    let resolved = handle(keyed("mine"), &s.app, Deadline::NONE).await.unwrap();
+    assert_eq!(resolved["call_sid"], CALL_SID);
+    assert_eq!(s.posts().await.len(), 1);
+    let gets = s
+        .twilio
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .count();
+    assert_eq!(gets, 2);
+}
