@@ -194,7 +194,7 @@ def check_ledger(res, overrides, conditions):
     check("notifications rule matches only our events", pattern.get("source") == ["twilio-lambda-rs"], pattern)
     types = {t for alt in pattern.get("$or", []) for t in alt.get("detail-type", [])}
     check("notifications rule covers voicemails, failures and unanswered calls",
-          types == {"Voicemail Recorded", "Call Failed", "Call Completed"}, pattern)
+          types == {"Voicemail Recorded", "Voicemail Transcribed", "Call Failed", "Call Completed"}, pattern)
     answered = [alt for alt in pattern.get("$or", []) if alt.get("detail-type") == ["Call Completed"]]
     check("an answered call is not a notification",
           answered and "completed" not in answered[0].get("detail", {}).get("outcome", ["completed"]), answered)

@@ -7,7 +7,9 @@
 //! the end of the call) counts as the newest when its status is final and as the oldest
 //! otherwise, so it neither hides nor repeats a final status.
 
-use twilio_voice::events::{CallCompleted, DomainEvent, EventBus, EventsError, VoicemailRecorded};
+use twilio_voice::events::{
+    CallCompleted, DomainEvent, EventBus, EventsError, VoicemailRecorded, VoicemailTranscribed,
+};
 use twilio_voice::ledger::{CallStatus, Ledger, LedgerError, StatusRecorded, StatusUpdate};
 use twilio_voice::phone::PhoneNumber;
 
@@ -72,7 +74,8 @@ pub fn status_update<'a>(
 /// ANONYMOUS, RESTRICTED, UNAVAILABLE and BLOCKED (valid E.164 in form, nobody's number).
 const WITHHELD: &[&str] = &["+266696687", "+7378742833", "+86282452253", "+8656696"];
 
-/// A voicemail's end (`<Record action>`, or its transcription callback) as the event.
+/// A voicemail's end (`<Record action>`, or its transcription callback: both carry the
+/// recording) as the event.
 pub fn voicemail_recorded<'a>(
     param: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<VoicemailRecorded, OutcomeError> {
@@ -95,8 +98,28 @@ pub fn voicemail_recorded<'a>(
                     .map_err(|_| OutcomeError::Parameter("RecordingDuration"))
             })
             .transpose()?,
-        transcription: present("TranscriptionText").map(str::to_owned),
     })
+}
+
+/// A transcription callback as the event; `None` unless Twilio has text (`TranscriptionStatus`
+/// `completed`; a failed one, or one with nothing heard, has none to announce).
+pub fn voicemail_transcribed<'a>(
+    param: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<VoicemailTranscribed>, OutcomeError> {
+    let recording = voicemail_recorded(&param)?;
+    let text = param("TranscriptionText")
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let (Some("completed"), Some(text)) = (param("TranscriptionStatus"), text) else {
+        return Ok(None);
+    };
+    Ok(Some(VoicemailTranscribed {
+        call_sid: recording.call_sid,
+        caller: recording.caller,
+        recording_url: recording.recording_url,
+        recording_sid: recording.recording_sid,
+        transcription: text.to_owned(),
+    }))
 }
 
 impl Outcomes {
@@ -159,6 +182,31 @@ impl Outcomes {
         }
         self.bus
             .publish(&DomainEvent::VoicemailRecorded(event))
+            .await?;
+        self.mark_published(&marker).await;
+        Ok(true)
+    }
+
+    /// A transcription callback: `Voicemail Recorded` first if the recording's own webhook could
+    /// not publish it (this callback carries the recording too), then `Voicemail Transcribed`
+    /// unless an earlier delivery published it. Returns whether the transcription was published.
+    pub async fn transcription<'a>(
+        &self,
+        param: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<bool, OutcomeError> {
+        self.voicemail(&param).await?;
+        let Some(event) = voicemail_transcribed(&param)? else {
+            return Ok(false);
+        };
+        let marker = format!(
+            "transcribed#{}",
+            event.recording_sid.as_deref().unwrap_or(&event.call_sid)
+        );
+        if self.ledger.marked(&marker).await? {
+            return Ok(false);
+        }
+        self.bus
+            .publish(&DomainEvent::VoicemailTranscribed(event))
             .await?;
         self.mark_published(&marker).await;
         Ok(true)

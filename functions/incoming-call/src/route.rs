@@ -182,6 +182,8 @@ pub enum Route {
     Voicemail { at: StepPath },
     /// `/status`: a status callback.
     Status,
+    /// `/transcription`: a voicemail's transcription (`<Record transcribeCallback>`).
+    Transcription,
 }
 
 /// Why a path or query is not one of ours.
@@ -208,7 +210,9 @@ impl Route {
         let route = match last {
             "voice" => return Ok((Self::Answer, prefix)),
             "status" => return Ok((Self::Status, prefix)),
-            "menu" | "dial-result" | "screen" | "screen-result" | "voicemail" => last,
+            "menu" | "dial-result" | "screen" | "screen-result" | "voicemail" | "transcription" => {
+                last
+            }
             _ => return Err(RouteError::NotFound),
         };
         let q = Query::parse(query)?;
@@ -241,6 +245,10 @@ impl Route {
                 q.only(&[])?;
                 Self::ScreenResult
             }
+            "transcription" => {
+                q.only(&[])?;
+                Self::Transcription
+            }
             _ => {
                 let at = q.get("at")?;
                 q.only(&["at"])?;
@@ -259,6 +267,7 @@ impl Route {
             Self::Answer => "voice",
             Self::Status => "status",
             Self::ScreenResult => "screen-result",
+            Self::Transcription => "transcription",
             Self::Menu { at, tries } => {
                 q.append_pair("at", &at.encode())
                     .append_pair("tries", &tries.to_string());
@@ -348,6 +357,7 @@ mod tests {
             Route::Answer,
             Route::Status,
             Route::ScreenResult,
+            Route::Transcription,
             Route::Menu {
                 at: at.clone(),
                 tries: 2,
@@ -405,6 +415,7 @@ mod tests {
             ("/dial-result", "at=0m"),
             ("/screen", "at=0m&from=090"),
             ("/screen-result", "x=1"),
+            ("/transcription", "x=1"),
             ("/voicemail", "at="),
         ] {
             assert_eq!(

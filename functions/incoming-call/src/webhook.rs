@@ -104,7 +104,7 @@ pub enum Rejection {
     Forbidden(SignatureError),
     #[error("auth token or call flow unavailable: {0}")]
     Unavailable(String),
-    #[error("status callback not recorded: {0}")]
+    #[error("callback not recorded: {0}")]
     NotRecorded(String),
 }
 
@@ -342,6 +342,26 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
         }
         return Ok(None);
     }
+    if let Route::Transcription = webhook.route {
+        info!(
+            call_sid,
+            recording_sid = param("RecordingSid").unwrap_or(""),
+            transcription_status = param("TranscriptionStatus").unwrap_or(""),
+            "voicemail transcribed"
+        );
+        if let Some(outcomes) = &app.outcomes {
+            match outcomes.transcription(param).await {
+                Ok(_) => {}
+                Err(e) if !e.is_ours() => {
+                    warn!(call_sid, error = %e, "transcription not announced")
+                }
+                // Nobody is on the line: 503, so that Twilio records the failure (and sends it
+                // again where it retries this callback); nothing was marked.
+                Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
+            }
+        }
+        return Ok(None);
+    }
     let flow = app
         .flows
         .get()
@@ -422,7 +442,7 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             }
             flow.voicemail_done(at)
         }
-        Route::Status => unreachable!("answered above"),
+        Route::Status | Route::Transcription => unreachable!("answered above"),
     };
     Ok(Some(twiml.to_xml()))
 }
