@@ -22,7 +22,8 @@ use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsE
 use twilio_voice::events::{CallFailed, DomainEvent, EventBus};
 use twilio_voice::http_event;
 use twilio_voice::ledger::{
-    Duplicate, IdempotencyKey, Ledger, LedgerError, RequestRecord, Resolution,
+    CallStatus, Duplicate, IdempotencyKey, Ledger, LedgerError, RequestRecord, Resolution,
+    STALE_AFTER,
 };
 use twilio_voice::pacing::Pace;
 use twilio_voice::phone::PhoneNumber;
@@ -281,6 +282,7 @@ async fn place_checked(
         let limit = delivery::not_after(&raw).map_err(EventError::from)?;
         if SystemTime::now() > limit {
             warn!(not_after = %raw, "call event delivered too late; nothing sent");
+            cancel_late_call(app, key).await;
             return Err(OutboundError::Expired(raw));
         }
     }
@@ -392,6 +394,68 @@ fn earlier(duplicate: Duplicate) -> OutboundError {
                 .to_owned(),
             twilio_code: None,
         },
+    }
+}
+
+/// A delivery past `not_after` places nothing, and cancels what an earlier delivery of the same
+/// request left waiting at Twilio (queued behind the account's CPS, or ringing): a call that
+/// would ring after its deadline. This is outbound-call's to do, not incoming-call's, though it
+/// sees the status callbacks: every request to Twilio leaves from here (DESIGN.md), and only
+/// a delivery of the request carries its `not_after`.
+async fn cancel_late_call(app: &App, key: Option<&IdempotencyKey>) {
+    let (Some(ledger), Some(key)) = (&app.ledger, key) else {
+        return;
+    };
+    let record = match ledger.request(key).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, "call ledger unavailable; a late call is not looked for");
+            return;
+        }
+    };
+    let call_sid = match &record.call_sid {
+        Some(sid) => sid.clone(),
+        // Sent without an answer, long enough ago: Twilio's Calls list knows.
+        None if record.is_stale(ledger.time(), STALE_AFTER) => {
+            match look_up(app, record.clone()).await {
+                Some(found @ Resolution::Found { .. }) => {
+                    if let Err(e) = ledger.resolve(&record, &found).await {
+                        warn!(error = %e, "stale claim not resolved in the ledger");
+                    }
+                    let Resolution::Found { call_sid, .. } = found else {
+                        unreachable!("matched above")
+                    };
+                    call_sid
+                }
+                _ => return,
+            }
+        }
+        None => return,
+    };
+    // Waiting as far as the ledger knows: no callback yet, or queued / initiated / ringing.
+    match ledger.call(&call_sid).await {
+        Ok(Some(call))
+            if call.final_status.is_some() || call.call_status == Some(CallStatus::InProgress) =>
+        {
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(call_sid = %call_sid, error = %e, "call ledger unavailable; a late call is not cancelled");
+            return;
+        }
+    }
+    let Ok(credentials) = app.credentials.get().await else {
+        return;
+    };
+    match app.calls.cancel(&credentials, &call_sid).await {
+        Ok(status) => {
+            info!(call_sid = %call_sid, status = %status, "a call still waiting past not_after was cancelled")
+        }
+        Err(e) => {
+            warn!(call_sid = %call_sid, error = %e, "a call past not_after could not be cancelled")
+        }
     }
 }
 

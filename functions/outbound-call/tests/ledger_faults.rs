@@ -527,3 +527,64 @@ async fn a_stale_claim_is_not_resolved_with_another_requests_call_to_the_same_nu
         .count();
     assert_eq!(gets, 2);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_delivery_past_not_after_cancels_the_call_an_earlier_one_left_waiting() {
+    use twilio_voice::ledger::{CallStatus, StatusUpdate};
+    let s = stack(created()).await;
+    let cancel_path = format!("{}/{CALL_SID}.json", CALLS_PATH.trim_end_matches(".json"));
+    Mock::given(method("POST"))
+        .and(path(cancel_path.as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"sid": CALL_SID, "status": "canceled"})),
+        )
+        .mount(&s.twilio)
+        .await;
+    let cancels = || async {
+        s.twilio
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path() == cancel_path)
+            .map(|r| form(&r))
+            .collect::<Vec<_>>()
+    };
+    let mut event = keyed("late-call");
+    event["not_after"] = json!("2999-01-01T00:00:00Z");
+    handle(event.clone(), &s.app, Deadline::NONE).await.unwrap();
+    assert_eq!(s.posts().await.len(), 1);
+
+    // Delivered again after its deadline, the call still queued at Twilio: cancelled.
+    event["not_after"] = json!("2026-01-01T00:00:00Z");
+    assert_eq!(
+        class(handle(event.clone(), &s.app, Deadline::NONE).await),
+        ErrorClass::Expired
+    );
+    assert_eq!(
+        cancels().await,
+        [vec![("Status".to_owned(), "canceled".to_owned())]]
+    );
+    assert_eq!(s.posts().await.len(), 1);
+
+    // Once the call is answered (its status callback in the ledger), it is left alone.
+    let ledger = s.app.ledger.clone().unwrap();
+    ledger
+        .record_status(&StatusUpdate {
+            call_sid: CALL_SID.into(),
+            call_status: CallStatus::InProgress,
+            sequence_number: 2,
+            call_duration: None,
+            answered_by: None,
+            sip_response_code: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        class(handle(event, &s.app, Deadline::NONE).await),
+        ErrorClass::Expired
+    );
+    assert_eq!(cancels().await.len(), 1);
+}

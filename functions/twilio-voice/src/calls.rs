@@ -755,6 +755,53 @@ impl CallsClient {
         Ok(found)
     }
 
+    /// Cancels a call still queued or ringing at Twilio (`POST .../Calls/{CallSid}.json`,
+    /// `Status=canceled`); Twilio leaves a call that is already answered or over as it is and
+    /// answers with its status. One request, no retry. Returns the call's status after it.
+    pub async fn cancel(
+        &self,
+        creds: &ApiCredentials,
+        call_sid: &str,
+    ) -> Result<String, CallError> {
+        // The SID goes into the path: only Twilio's shape of one (CA + 32 hex digits).
+        let well_formed = call_sid.len() == 34
+            && call_sid.starts_with("CA")
+            && call_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(CallError::Unreachable("not a call SID".into()));
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{call_sid}.json",
+            self.base_url, creds.account_sid
+        );
+        #[derive(Deserialize)]
+        struct Updated {
+            status: String,
+        }
+        let response = self
+            .http
+            .post(url)
+            .basic_auth(&creds.username, Some(creds.password.expose()))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("Status", "canceled")])
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        if !(200..=299).contains(&status) {
+            return Err(CallError::Unreachable(
+                TwilioError::from_response(status, &body).to_string(),
+            ));
+        }
+        serde_json::from_slice::<Updated>(&body)
+            .map(|u| u.status)
+            .map_err(|_| CallError::Unreachable("the call update is not a call".into()))
+    }
+
     async fn get_list_page<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
