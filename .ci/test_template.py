@@ -354,9 +354,10 @@ def check_alerts(res, overrides, source_rules):
 
     check("one alarm rule", list(alarm_rules) == ["AlarmAlertsRule"], list(alarm_rules))
     rule = alarm_rules.get("AlarmAlertsRule", {}).get("Properties", {})
-    check("the alarm rule takes alarms entering ALARM only",
+    check("the alarm rule takes alarms named with the opt-in prefix entering ALARM only",
           rule.get("EventPattern") == {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
-                                       "detail": {"state": {"value": ["ALARM"]}}}, rule.get("EventPattern"))
+                                       "detail": {"alarmName": [{"prefix": overrides.get("AlertAlarmNamePrefix", "page-")}],
+                                                  "state": {"value": ["ALARM"]}}}, rule.get("EventPattern"))
     targets = rule.get("Targets", [])
     check("the alarm rule targets outbound-call, with a dead-letter queue",
           len(targets) == 1 and targets[0]["Arn"] == {"Fn::GetAtt": ["OutboundCallFunction", "Arn"]}
