@@ -42,7 +42,7 @@ pub struct App {
     /// The call ledger and the event bus: status callbacks and voicemails are passed on there.
     pub outcomes: Option<Outcomes>,
     /// Passes a status callback on to the caller's own URL (`/status?forward=`).
-    pub forwarder: reqwest::Client,
+    pub forwarder: crate::Forwarder,
 }
 
 /// Most answers kept: one per (base URL, number, branch) in use; more means something odd.
@@ -422,9 +422,15 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
 /// account's auth token), so that the caller's endpoint can check it like any webhook. A failure
 /// is logged: the callback was recorded, and Twilio must not send it again for that.
 async fn forward(app: &App, webhook: &Webhook, target: &str, token: &AuthToken) {
+    let client = match app.forwarder.client() {
+        Ok(client) => client,
+        Err(e) => {
+            warn!(error = e, "no HTTP client to pass the status callback on");
+            return;
+        }
+    };
     let signature = signature::sign(target, &webhook.params, token);
-    let sent = app
-        .forwarder
+    let sent = client
         .post(target)
         .header("x-twilio-signature", signature)
         .form(&webhook.params)
