@@ -42,7 +42,7 @@ pub struct App {
     /// The call ledger and the event bus: status callbacks and voicemails are passed on there.
     pub outcomes: Option<Outcomes>,
     /// Passes a status callback on to the caller's own URL (`/status?forward=`).
-    pub forwarder: reqwest::Client,
+    pub forwarder: crate::Forwarder,
     /// Phone alerts, when configured: the `/alert` routes, and alert calls' final statuses.
     pub alerts: Option<crate::alert::Alerts>,
 }
@@ -503,9 +503,15 @@ async fn alert_status<'a>(
 /// account's auth token), so that the caller's endpoint can check it like any webhook. A failure
 /// is logged: their endpoint's trouble is not a reason for Twilio to send the callback again.
 async fn forward(app: &App, webhook: &Webhook, target: &str, token: &AuthToken) {
+    let client = match app.forwarder.client() {
+        Ok(client) => client,
+        Err(e) => {
+            warn!(error = e, "no HTTP client to pass the status callback on");
+            return;
+        }
+    };
     let signature = signature::sign(target, &webhook.params, token);
-    let sent = app
-        .forwarder
+    let sent = client
         .post(target)
         .header("x-twilio-signature", signature)
         .form(&webhook.params)

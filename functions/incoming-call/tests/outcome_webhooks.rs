@@ -190,8 +190,12 @@ async fn a_callers_own_status_callback_gets_each_callback_signed_for_it() {
         .finish();
     let mut params = callback("completed", "3");
     params.push(("CallDuration", "42"));
+    // INIT leaves the forwarding client unbuilt (it reads the system trust store): the first
+    // forward builds it.
+    assert!(!s.app.forwarder.is_built());
     let response = handle(webhook(&format!("/status?{query}"), &params), &s.app).await;
     assert_eq!(response.status_code, 204);
+    assert!(s.app.forwarder.is_built());
 
     // Recorded and announced here ...
     assert_eq!(s.inbox.take().await.len(), 1);
