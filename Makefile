@@ -14,7 +14,7 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sim-check sam-build wire-number dev call call-unsigned place-call enqueue enqueue-check
+.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sim-check sam-build wire-number dev call call-unsigned place-call dev-events enqueue enqueue-check
 
 # The inner loop: no stand-ins, no installs (tests that need moto, Prism or the venv are
 # #[ignore]d with the reason). Under two minutes on a warm target/.
@@ -139,11 +139,16 @@ call:
 	@$(VENV)/bin/python .ci/twilio_webhook.py send --token $(DEV_AUTH_TOKEN) \
 		--url 'http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE)' \
 		--signed-url 'https://127.0.0.1:$(LAMBDA_PORT)/$(ROUTE)' \
-		$(if $(DIGITS),--param Digits=$(DIGITS))
+		$(if $(DIGITS),--param Digits=$(DIGITS)) $(foreach p,$(PARAMS),--param $(p))
 
 call-unsigned:
 	@$(VENV)/bin/python .ci/twilio_webhook.py send --unsigned --token unused \
 		--url 'http://127.0.0.1:$(LAMBDA_PORT)/lambda-url/incoming-call/$(ROUTE)' || true
+
+# The domain events `make dev` published so far (a rule on moto's default bus fills the queue).
+SSM_PORT ?= 5055
+dev-events:
+	@$(VENV)/bin/python .ci/dev/events.py http://127.0.0.1:$(SSM_PORT) dev-events
 
 place-call:
 	@$(VENV)/bin/cargo-lambda lambda invoke outbound-call -A 127.0.0.1 -P $(LAMBDA_PORT) --data-file $(EVENT)

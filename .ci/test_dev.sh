@@ -53,6 +53,26 @@ check "event outside the allow-list: refused" grep -q 'NonRetryable.InvalidEvent
 after=$(grep -c "post /2010-04-01/Accounts/.*/Calls.json .*Request received" "$DEV_STATE_DIR/prism.log")
 check "exactly one Twilio request per valid event" test "$((after - before))" -eq 2
 
+# The call ledger (DynamoDB on moto): the same request twice dials once, with the same SID.
+printf '{"to": "+81312345678", "say": "テスト", "idempotency_key": "dev-once"}' >"$DEV_STATE_DIR/once.json"
+first=$(call place-call EVENT="$DEV_STATE_DIR/once.json")
+second=$(call place-call EVENT="$DEV_STATE_DIR/once.json")
+again=$(grep -c "post /2010-04-01/Accounts/.*/Calls.json .*Request received" "$DEV_STATE_DIR/prism.log")
+check "ledger: the same key twice reaches Twilio once" test "$((again - after))" -eq 1
+sid() { grep -o '"call_sid":"CA[0-9a-f]*"' <<<"$1"; }
+check "ledger: the second delivery gets the first's call SID" test -n "$(sid "$first")" -a "$(sid "$first")" = "$(sid "$second")"
+# A status callback → the ledger → Call Completed on EventBridge → the rule's queue.
+r=$(call call ROUTE=status PARAMS='CallStatus=no-answer SequenceNumber=3 CallDuration=0')
+check "status callback: 204" grep -q '^HTTP 204' <<<"$r"
+r=$(make --no-print-directory dev-events SSM_PORT="$SSM_PORT" 2>&1)
+check "events: Call Completed published, outcome no-answer" grep -q 'Call Completed.*no-answer' <<<"$r"
+# The bulk-calls queue is there for make enqueue.
+printf '{"to": "+81312345678", "say": "一斉連絡"}\n' >"$DEV_STATE_DIR/calls.jsonl"
+r=$(AWS_ENDPOINT_URL="http://127.0.0.1:$SSM_PORT" AWS_REGION=ap-northeast-1 AWS_ACCESS_KEY_ID=dev \
+      AWS_SECRET_ACCESS_KEY=dev make --no-print-directory enqueue FILE="$DEV_STATE_DIR/calls.jsonl" \
+      QUEUE_URL="http://127.0.0.1:$SSM_PORT/123456789012/dev-bulk-calls" 2>&1)
+check "make enqueue reaches the dev bulk-calls queue" test $? -eq 0
+
 # Stop as Ctrl-C would, then look for anything left behind.
 kill -TERM "$dev_pid"
 for _ in $(seq 1 30); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 1; done

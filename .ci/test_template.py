@@ -197,7 +197,7 @@ def check_ledger(res, overrides, conditions):
     check("notifications rule matches only our events", pattern.get("source") == ["twilio-lambda-rs"], pattern)
     types = {t for alt in pattern.get("$or", []) for t in alt.get("detail-type", [])}
     check("notifications rule covers voicemails, failures and unanswered calls",
-          types == {"Voicemail Recorded", "Call Failed", "Call Completed"}, pattern)
+          types == {"Voicemail Recorded", "Voicemail Transcribed", "Call Failed", "Call Completed"}, pattern)
     answered = [alt for alt in pattern.get("$or", []) if alt.get("detail-type") == ["Call Completed"]]
     check("an answered call is not a notification",
           answered and "completed" not in answered[0].get("detail", {}).get("outcome", ["completed"]), answered)
@@ -224,8 +224,11 @@ def check_ledger(res, overrides, conditions):
     # The functions' wiring: settings, least privilege, the event source mapping, the schedule.
     table_arn = {"Fn::GetAtt": ["CallLedgerTable", "Arn"]}
     bus_arn = "arn:aws:events:ap-northeast-1:123456789012:event-bus/default"
-    for fn, actions in (("OutboundCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
-                        ("IncomingCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"])):
+    for fn, actions, prefixes in (
+            ("OutboundCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+             ["request#*", "call#*", "once#*"]),
+            ("IncomingCallFunction", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+             ["call#*", "once#*", "request#alert:*"])):
         env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
         check(f"{fn} knows the ledger table and the bus",
               env.get("CALL_LEDGER_TABLE") == {"Ref": "CallLedgerTable"} and env.get("EVENT_BUS_NAME") == "default", env)
@@ -234,6 +237,8 @@ def check_ledger(res, overrides, conditions):
         ddb = [st for st in stmts if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))]
         check(f"{fn}: DynamoDB only {actions} on the ledger table",
               len(ddb) == 1 and sorted(as_list(ddb[0]["Action"])) == actions and ddb[0]["Resource"] == table_arn, ddb)
+        leading = [st.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys") for st in ddb]
+        check(f"{fn}: only the ledger items it owns (dynamodb:LeadingKeys {prefixes})", leading == [prefixes], leading)
         events = [st for st in stmts if any(a.startswith("events:") for a in as_list(st["Action"]))]
         check(f"{fn}: events:PutEvents only, on the default bus, only our source",
               len(events) == 1 and as_list(events[0]["Action"]) == ["events:PutEvents"]
@@ -260,6 +265,9 @@ def check_ledger(res, overrides, conditions):
         # defaults) plus the last call's 11 s attempt budget fits in the function's timeout.
         slowest = m["BatchSize"] * 2 / 1 + 11
         check("a batch at the default pace fits in the function's timeout", slowest <= outbound_timeout, slowest)
+        check("outbound-call's start-up check knows the batch size and the timeout",
+              str(out_env.get("BULK_BATCH_SIZE")) == str(m["BatchSize"])
+              and str(out_env.get("FUNCTION_TIMEOUT_SECONDS")) == str(outbound_timeout), (m, out_env))
     schedules = of_type(res, "AWS::Scheduler::Schedule")
     for sched in schedules.values():
         raw = json.dumps(sched["Properties"]["Target"].get("Input"))
@@ -346,9 +354,10 @@ def check_alerts(res, overrides, source_rules):
 
     check("one alarm rule", list(alarm_rules) == ["AlarmAlertsRule"], list(alarm_rules))
     rule = alarm_rules.get("AlarmAlertsRule", {}).get("Properties", {})
-    check("the alarm rule takes alarms entering ALARM only",
+    check("the alarm rule takes alarms named with the opt-in prefix entering ALARM only",
           rule.get("EventPattern") == {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
-                                       "detail": {"state": {"value": ["ALARM"]}}}, rule.get("EventPattern"))
+                                       "detail": {"alarmName": [{"prefix": overrides.get("AlertAlarmNamePrefix", "page-")}],
+                                                  "state": {"value": ["ALARM"]}}}, rule.get("EventPattern"))
     targets = rule.get("Targets", [])
     check("the alarm rule targets outbound-call, with a dead-letter queue",
           len(targets) == 1 and targets[0]["Arn"] == {"Fn::GetAtt": ["OutboundCallFunction", "Arn"]}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make dev`: moto_server (SSM) + Prism (Twilio API, from Twilio's spec) + `cargo lambda watch`
-# running both functions against them. Ctrl-C stops everything it started.
+# `make dev`: moto_server (SSM, and the call ledger's DynamoDB table, EventBridge and the
+# bulk-calls SQS queue) + Prism (Twilio API, from Twilio's spec) + `cargo lambda watch` running
+# both functions against them. Ctrl-C stops everything it started.
 # Logs live outside the repository, or `cargo lambda watch` would rebuild on every line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -56,6 +57,9 @@ echo "== SSM: moto_server on 127.0.0.1:$SSM_PORT"
 start moto "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$SSM_PORT"
 wait_for "moto_server" 60 curl -sf "http://127.0.0.1:$SSM_PORT/moto-api/"
 "$ROOT/.venv/bin/python" .ci/dev/seed_ssm.py "http://127.0.0.1:$SSM_PORT" "$PREFIX" .ci/dev/call-flow.json
+LEDGER_TABLE=twilio-lambda-rs-dev-ledger EVENTS_QUEUE=dev-events BULK_QUEUE=dev-bulk-calls
+"$ROOT/.venv/bin/python" .ci/dev/seed_aws.py "http://127.0.0.1:$SSM_PORT" \
+  "$LEDGER_TABLE" "$EVENTS_QUEUE" "$BULK_QUEUE"
 
 echo "== Twilio API: Prism serving twilio_api_v2010.json on 127.0.0.1:$TWILIO_PORT"
 start prism "$ROOT/.ci/node_modules/.bin/prism" mock -h 127.0.0.1 -p "$TWILIO_PORT" \
@@ -72,6 +76,11 @@ export TWILIO_FROM_NUMBER=+15005550006
 export ALLOWED_DESTINATION_PREFIXES=+81,+1
 export ALLOWED_TWIML_URL_PREFIXES=https://demo.twilio.com/
 export TWILIO_API_BASE_URL="http://127.0.0.1:$TWILIO_PORT"
+# The call ledger and the events, on the same moto_server (both functions read them).
+export CALL_LEDGER_TABLE=$LEDGER_TABLE EVENT_BUS_NAME=default
+# Our /status as the signed URL incoming-call sees (Prism never calls back; `make call
+# ROUTE=status` plays Twilio's callback).
+export STATUS_CALLBACK_URL="https://127.0.0.1:$LAMBDA_PORT/status"
 export RUST_LOG=${RUST_LOG:-info}
 start watch "$ROOT/.venv/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT"
 
@@ -87,7 +96,9 @@ echo "   outbound-call is up (an invalid event was refused)"
 cat <<INFO
 
 Running (logs in $STATE):
-  SSM (moto_server)   http://127.0.0.1:$SSM_PORT     parameters under $PREFIX
+  AWS (moto_server)   http://127.0.0.1:$SSM_PORT     SSM parameters under $PREFIX; DynamoDB table
+                      $LEDGER_TABLE; events on the default bus → SQS $EVENTS_QUEUE;
+                      bulk calls → SQS $BULK_QUEUE
   Twilio API (Prism)  http://127.0.0.1:$TWILIO_PORT     Twilio's published schema; off-spec → 422
   incoming-call       $webhook
   outbound-call       cargo lambda invoke outbound-call --data-file events/...
@@ -98,6 +109,11 @@ Try, in another terminal:
   make call-unsigned               # no signature → 403
   make place-call                  # outbound-call with events/outbound-call-say-ja.json → call SID
   make place-call EVENT=events/outbound-call-url.json
+  make call ROUTE=status PARAMS='CallStatus=no-answer'   # a status callback → Call Completed
+  make dev-events                  # the events published so far (read from $EVENTS_QUEUE)
+  make enqueue FILE=calls.jsonl QUEUE_URL=http://127.0.0.1:$SSM_PORT/123456789012/$BULK_QUEUE \
+    AWS_ENDPOINT_URL=http://127.0.0.1:$SSM_PORT   (nothing consumes it: no event source
+    mapping runs locally; the tests play one)
 
 Ctrl-C stops everything.
 INFO

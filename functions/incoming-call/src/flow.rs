@@ -744,13 +744,17 @@ impl Flow {
                 "発信音のあとにメッセージをお話しください。終わりましたらシャープを押してください。",
             )
         });
-        let record = Record::new()
+        let mut record = Record::new()
             .action(links.to(&Route::Voicemail { at: at.clone() }))
             .method(Method::Post)
             .max_length(v.max_length)
             .finish_on_key("#")
             .play_beep(true)
             .transcribe(v.transcribe);
+        // Without a callback Twilio keeps the text to itself: `Voicemail Transcribed` needs it.
+        if v.transcribe {
+            record = record.transcribe_callback(links.to(&Route::Transcription));
+        }
         // Without an action, Twilio would request this same URL again and replay the flow.
         r.say(self.say(&prompt)).record(record).hangup()
     }

@@ -7,7 +7,9 @@
 //! the end of the call) counts as the newest when its status is final and as the oldest
 //! otherwise, so it neither hides nor repeats a final status.
 
-use twilio_voice::events::{CallCompleted, DomainEvent, EventBus, EventsError, VoicemailRecorded};
+use twilio_voice::events::{
+    CallCompleted, DomainEvent, EventBus, EventsError, VoicemailRecorded, VoicemailTranscribed,
+};
 use twilio_voice::ledger::{CallStatus, Ledger, LedgerError, StatusRecorded, StatusUpdate};
 use twilio_voice::phone::PhoneNumber;
 
@@ -72,7 +74,8 @@ pub fn status_update<'a>(
 /// ANONYMOUS, RESTRICTED, UNAVAILABLE and BLOCKED (valid E.164 in form, nobody's number).
 const WITHHELD: &[&str] = &["+266696687", "+7378742833", "+86282452253", "+8656696"];
 
-/// A voicemail's end (`<Record action>`, or its transcription callback) as the event.
+/// A voicemail's end (`<Record action>`, or its transcription callback: both carry the
+/// recording) as the event.
 pub fn voicemail_recorded<'a>(
     param: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<VoicemailRecorded, OutcomeError> {
@@ -95,36 +98,76 @@ pub fn voicemail_recorded<'a>(
                     .map_err(|_| OutcomeError::Parameter("RecordingDuration"))
             })
             .transpose()?,
-        transcription: present("TranscriptionText").map(str::to_owned),
     })
 }
 
+/// A transcription callback as the event; `None` unless Twilio has text (`TranscriptionStatus`
+/// `completed`; a failed one, or one with nothing heard, has none to announce).
+pub fn voicemail_transcribed<'a>(
+    param: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<VoicemailTranscribed>, OutcomeError> {
+    let recording = voicemail_recorded(&param)?;
+    let text = param("TranscriptionText")
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let (Some("completed"), Some(text)) = (param("TranscriptionStatus"), text) else {
+        return Ok(None);
+    };
+    Ok(Some(VoicemailTranscribed {
+        call_sid: recording.call_sid,
+        caller: recording.caller,
+        recording_url: recording.recording_url,
+        recording_sid: recording.recording_sid,
+        transcription: text.to_owned(),
+    }))
+}
+
 impl Outcomes {
-    /// Records a status callback; publishes `Call Completed` when it brought the final status.
-    /// Returns the event published, if any.
+    /// Records a status callback; publishes `Call Completed` when the call has its final status
+    /// and no earlier delivery published it. Returns the event published, if any.
+    ///
+    /// The event is published first and marked (`once#completed#<CallSid>`) after: a final
+    /// callback delivered again after a failed publish publishes, one after a successful
+    /// publish does not.
     pub async fn status<'a>(
         &self,
         param: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Option<CallCompleted>, OutcomeError> {
         let update = status_update(param)?;
-        match self.ledger.record_status(&update).await? {
+        let marker = format!("completed#{}", update.call_sid);
+        let call = match self.ledger.record_status(&update).await? {
+            // The first final status: nothing can have announced it yet.
             StatusRecorded::Applied {
                 call,
                 reached_final: true,
-            } => {
-                let Some(event) = CallCompleted::from_call(&call) else {
-                    return Ok(None);
-                };
-                self.bus
-                    .publish(&DomainEvent::CallCompleted(event.clone()))
-                    .await?;
-                Ok(Some(event))
+            } => Some(call),
+            // The final status was recorded before, by a delivery that may have failed to
+            // publish it.
+            StatusRecorded::Applied { call, .. } if call.final_status.is_some() => {
+                (!self.ledger.marked(&marker).await?).then_some(call)
             }
-            StatusRecorded::Applied { .. } | StatusRecorded::Stale => Ok(None),
-        }
+            StatusRecorded::Applied { .. } => None,
+            // The final callback again (Twilio's redelivery, or a retry after our 503).
+            StatusRecorded::Stale if update.call_status.is_final() => {
+                if self.ledger.marked(&marker).await? {
+                    None
+                } else {
+                    self.ledger.call(&update.call_sid).await?
+                }
+            }
+            StatusRecorded::Stale => None,
+        };
+        let Some(event) = call.as_ref().and_then(CallCompleted::from_call) else {
+            return Ok(None);
+        };
+        self.bus
+            .publish(&DomainEvent::CallCompleted(event.clone()))
+            .await?;
+        self.mark_published(&marker).await;
+        Ok(Some(event))
     }
 
-    /// Publishes `Voicemail Recorded` the first time this recording is reported.
+    /// Publishes `Voicemail Recorded` unless an earlier delivery of this recording did.
     pub async fn voicemail<'a>(
         &self,
         param: impl Fn(&str) -> Option<&'a str>,
@@ -134,13 +177,47 @@ impl Outcomes {
             "voicemail#{}",
             event.recording_sid.as_deref().unwrap_or(&event.call_sid)
         );
-        if !self.ledger.first_time(&marker).await? {
+        if self.ledger.marked(&marker).await? {
             return Ok(false);
         }
         self.bus
             .publish(&DomainEvent::VoicemailRecorded(event))
             .await?;
+        self.mark_published(&marker).await;
         Ok(true)
+    }
+
+    /// A transcription callback: `Voicemail Recorded` first if the recording's own webhook could
+    /// not publish it (this callback carries the recording too), then `Voicemail Transcribed`
+    /// unless an earlier delivery published it. Returns whether the transcription was published.
+    pub async fn transcription<'a>(
+        &self,
+        param: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<bool, OutcomeError> {
+        self.voicemail(&param).await?;
+        let Some(event) = voicemail_transcribed(&param)? else {
+            return Ok(false);
+        };
+        let marker = format!(
+            "transcribed#{}",
+            event.recording_sid.as_deref().unwrap_or(&event.call_sid)
+        );
+        if self.ledger.marked(&marker).await? {
+            return Ok(false);
+        }
+        self.bus
+            .publish(&DomainEvent::VoicemailTranscribed(event))
+            .await?;
+        self.mark_published(&marker).await;
+        Ok(true)
+    }
+
+    /// After a successful publish. A failure here is logged, not answered: answering it as an
+    /// error would have the event published again, which is worse than a marker missing.
+    async fn mark_published(&self, marker: &str) {
+        if let Err(e) = self.ledger.first_time(marker).await {
+            tracing::warn!(error = %e, "event published, but not marked in the ledger: a redelivery may publish it again");
+        }
     }
 }
 

@@ -189,6 +189,8 @@ pub enum Route {
     Alert { key: IdempotencyKey, prompt: u8 },
     /// `/alert-keys?key=&prompt=`: the key pressed at that prompt.
     AlertKeys { key: IdempotencyKey, prompt: u8 },
+    /// `/transcription`: a voicemail's transcription (`<Record transcribeCallback>`).
+    Transcription,
 }
 
 /// Why a path or query is not one of ours.
@@ -215,8 +217,8 @@ impl Route {
         let route = match last {
             "voice" => return Ok((Self::Answer, prefix)),
             "status" => return Ok((Self::Status, prefix)),
-            "menu" | "dial-result" | "screen" | "screen-result" | "voicemail" | "alert"
-            | "alert-keys" => last,
+            "menu" | "dial-result" | "screen" | "screen-result" | "voicemail" | "transcription"
+            | "alert" | "alert-keys" => last,
             _ => return Err(RouteError::NotFound),
         };
         let q = Query::parse(query)?;
@@ -261,6 +263,10 @@ impl Route {
                     _ => Self::AlertKeys { key, prompt },
                 }
             }
+            "transcription" => {
+                q.only(&[])?;
+                Self::Transcription
+            }
             _ => {
                 let at = q.get("at")?;
                 q.only(&["at"])?;
@@ -279,6 +285,7 @@ impl Route {
             Self::Answer => "voice",
             Self::Status => "status",
             Self::ScreenResult => "screen-result",
+            Self::Transcription => "transcription",
             Self::Menu { at, tries } => {
                 q.append_pair("at", &at.encode())
                     .append_pair("tries", &tries.to_string());
@@ -384,6 +391,7 @@ mod tests {
             Route::Answer,
             Route::Status,
             Route::ScreenResult,
+            Route::Transcription,
             Route::Menu {
                 at: at.clone(),
                 tries: 2,
@@ -449,6 +457,7 @@ mod tests {
             ("/dial-result", "at=0m"),
             ("/screen", "at=0m&from=090"),
             ("/screen-result", "x=1"),
+            ("/transcription", "x=1"),
             ("/voicemail", "at="),
             ("/alert", "key=alert:a:1"),
             ("/alert", "prompt=1"),

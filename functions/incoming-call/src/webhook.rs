@@ -42,7 +42,7 @@ pub struct App {
     /// The call ledger and the event bus: status callbacks and voicemails are passed on there.
     pub outcomes: Option<Outcomes>,
     /// Passes a status callback on to the caller's own URL (`/status?forward=`).
-    pub forwarder: reqwest::Client,
+    pub forwarder: crate::Forwarder,
     /// Phone alerts, when configured: the `/alert` routes, and alert calls' final statuses.
     pub alerts: Option<crate::alert::Alerts>,
 }
@@ -106,7 +106,7 @@ pub enum Rejection {
     Forbidden(SignatureError),
     #[error("auth token or call flow unavailable: {0}")]
     Unavailable(String),
-    #[error("status callback not recorded: {0}")]
+    #[error("callback not recorded: {0}")]
     NotRecorded(String),
 }
 
@@ -319,25 +319,54 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             call_duration = param("CallDuration").unwrap_or(""),
             "call status"
         );
-        if let Some(alerts) = &app.alerts {
-            alert_status(alerts, &param).await?;
-        }
-        if let Some(outcomes) = &app.outcomes {
-            match outcomes.status(param).await {
-                Ok(Some(completed)) => {
-                    info!(call_sid, outcome = ?completed.outcome, "Call Completed published");
-                }
-                Ok(None) => {}
-                // A malformed callback will not improve when sent again: take it, say so.
-                Err(e) if !e.is_ours() => {
-                    warn!(call_sid, error = %e, "status callback not recorded")
-                }
-                // Ours: 503, so that Twilio reports the failure (and retries, if asked to).
-                Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
-            }
-        }
+        let recorded = match &app.outcomes {
+            Some(outcomes) => outcomes.status(param).await,
+            None => Ok(None),
+        };
+        // An alert call's final status without key 1 moves its escalation on.
+        let alert = match &app.alerts {
+            Some(alerts) => alert_status(alerts, &param).await,
+            None => Ok(()),
+        };
+        // The caller's own callback gets it whatever became of ours: their endpoint does not
+        // depend on our ledger, bus or state machine.
         if let Some(target) = webhook.forward_to() {
             forward(app, &webhook, &target, &tokens.current).await;
+        }
+        alert?;
+        match recorded {
+            Ok(Some(completed)) => {
+                info!(call_sid, outcome = ?completed.outcome, "Call Completed published");
+            }
+            Ok(None) => {}
+            // A malformed callback will not improve when sent again: take it, say so.
+            Err(e) if !e.is_ours() => {
+                warn!(call_sid, error = %e, "status callback not recorded")
+            }
+            // Ours: 503. Twilio does not retry a status callback unless its URL asks to
+            // (connection overrides, `#rp=5xx`), but records the failure; nothing was
+            // marked, so a redelivery publishes the outcome.
+            Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
+        }
+        return Ok(None);
+    }
+    if let Route::Transcription = webhook.route {
+        info!(
+            call_sid,
+            recording_sid = param("RecordingSid").unwrap_or(""),
+            transcription_status = param("TranscriptionStatus").unwrap_or(""),
+            "voicemail transcribed"
+        );
+        if let Some(outcomes) = &app.outcomes {
+            match outcomes.transcription(param).await {
+                Ok(_) => {}
+                Err(e) if !e.is_ours() => {
+                    warn!(call_sid, error = %e, "transcription not announced")
+                }
+                // Nobody is on the line: 503, so that Twilio records the failure (and sends it
+                // again where it retries this callback); nothing was marked.
+                Err(e) => return Err(Rejection::NotRecorded(e.to_string())),
+            }
         }
         return Ok(None);
     }
@@ -432,7 +461,10 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
                 recording_duration = param("RecordingDuration").unwrap_or(""),
                 "voicemail recorded"
             );
-            // The caller is still on the line: a failure to announce is logged, not answered.
+            // The caller is still on the line: a failure to announce is logged, not answered
+            // (a 5xx would play them Twilio's error message, and Twilio does not retry an
+            // `action` on one). Nothing was marked: the transcription callback, when enabled,
+            // publishes it.
             if let Some(outcomes) = &app.outcomes
                 && let Err(e) = outcomes.voicemail(param).await
             {
@@ -440,7 +472,7 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             }
             flow.voicemail_done(at)
         }
-        Route::Status => unreachable!("answered above"),
+        Route::Status | Route::Transcription => unreachable!("answered above"),
         Route::Alert { .. } | Route::AlertKeys { .. } => unreachable!("answered above"),
     };
     Ok(Some(twiml.to_xml()))
@@ -469,11 +501,17 @@ async fn alert_status<'a>(
 
 /// Passes a status callback on, signed as Twilio signs it (for the target URL, with the
 /// account's auth token), so that the caller's endpoint can check it like any webhook. A failure
-/// is logged: the callback was recorded, and Twilio must not send it again for that.
+/// is logged: their endpoint's trouble is not a reason for Twilio to send the callback again.
 async fn forward(app: &App, webhook: &Webhook, target: &str, token: &AuthToken) {
+    let client = match app.forwarder.client() {
+        Ok(client) => client,
+        Err(e) => {
+            warn!(error = e, "no HTTP client to pass the status callback on");
+            return;
+        }
+    };
     let signature = signature::sign(target, &webhook.params, token);
-    let sent = app
-        .forwarder
+    let sent = client
         .post(target)
         .header("x-twilio-signature", signature)
         .form(&webhook.params)

@@ -190,8 +190,12 @@ async fn a_callers_own_status_callback_gets_each_callback_signed_for_it() {
         .finish();
     let mut params = callback("completed", "3");
     params.push(("CallDuration", "42"));
+    // INIT leaves the forwarding client unbuilt (it reads the system trust store): the first
+    // forward builds it.
+    assert!(!s.app.forwarder.is_built());
     let response = handle(webhook(&format!("/status?{query}"), &params), &s.app).await;
     assert_eq!(response.status_code, 204);
+    assert!(s.app.forwarder.is_built());
 
     // Recorded and announced here ...
     assert_eq!(s.inbox.take().await.len(), 1);
@@ -220,4 +224,136 @@ async fn a_callers_own_status_callback_gets_each_callback_signed_for_it() {
     // Without ?forward= nothing is passed on.
     handle(webhook("/status", &callback("completed", "4")), &s.app).await;
     assert_eq!(theirs.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_callers_own_status_callback_still_gets_it_when_our_ledger_fails() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let mut s = stack().await;
+    let throttled = mock!(aws_sdk_dynamodb::Client::update_item).then_error(|| {
+        UpdateItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder().build(),
+        )
+    });
+    s.app.outcomes.as_mut().unwrap().ledger = Ledger::new(
+        mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
+        "ledger",
+    );
+    let theirs = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/their-status"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&theirs)
+        .await;
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("forward", &format!("{}/their-status", theirs.uri()))
+        .finish();
+    let response = handle(
+        webhook(&format!("/status?{query}"), &callback("completed", "3")),
+        &s.app,
+    )
+    .await;
+    // Ours failed (503: not recorded, nothing published) ...
+    assert_eq!(response.status_code, 503);
+    assert!(s.inbox.take().await.is_empty());
+    // ... theirs was passed on all the same.
+    let received = theirs.received_requests().await.unwrap();
+    assert_eq!(received.len(), 1);
+    let got: Vec<(String, String)> = form_urlencoded::parse(&received[0].body)
+        .into_owned()
+        .collect();
+    assert!(got.contains(&("CallStatus".to_owned(), "completed".to_owned())));
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_transcribed_voicemail_announces_its_text_exactly_once() {
+    let mut s = stack().await;
+    // A flow whose voicemail is transcribed: the Record names our signed callback route.
+    let config = Config::from_lookup(test_support::vars(&[
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/token"),
+        (
+            "CALL_FLOW",
+            r#"{"greeting": "hi", "then": {"voicemail": {"transcribe": true}}}"#,
+        ),
+    ]))
+    .unwrap();
+    let outcomes = s.app.outcomes.take();
+    s.app = App::init(config, test_support::ssm_with(&[("/token", TOKEN)]))
+        .await
+        .unwrap();
+    s.app.outcomes = outcomes;
+    let answer = handle(webhook("/voice", &callback("ringing", "0")), &s.app).await;
+    let twiml = match &answer.body {
+        Some(lambda_http::Body::Text(t)) => t.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        twiml.contains(&format!(r#"transcribeCallback="{HOST}/transcription""#)),
+        "{twiml}"
+    );
+
+    let recording_url = "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE0123456789abcdef0123456789abcdef";
+    let recording = [
+        ("CallSid", SID),
+        ("From", "+81312345678"),
+        ("RecordingUrl", recording_url),
+        ("RecordingSid", "RE0123456789abcdef0123456789abcdef"),
+        ("RecordingDuration", "17"),
+    ];
+    let mut transcribed = recording[..4].to_vec();
+    transcribed.extend([
+        ("TranscriptionSid", "TR0123456789abcdef0123456789abcdef"),
+        ("TranscriptionStatus", "completed"),
+        ("TranscriptionText", "佐藤です。折り返しお願いします。"),
+    ]);
+    assert_eq!(
+        handle(webhook("/voicemail?at=0m", &recording), &s.app)
+            .await
+            .status_code,
+        200
+    );
+    for _ in 0..2 {
+        let response = handle(webhook("/transcription", &transcribed), &s.app).await;
+        assert_eq!(response.status_code, 204);
+    }
+    let events = s.inbox.take().await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["Voicemail Recorded", "Voicemail Transcribed"],
+        "{events:?}"
+    );
+    assert!(events[0]["detail"].get("transcription").is_none());
+    assert_eq!(
+        events[1]["detail"]["transcription"],
+        "佐藤です。折り返しお願いします。"
+    );
+    assert_eq!(events[1]["detail"]["caller"], "+81312345678");
+
+    // A recording whose own webhook could not publish: its transcription callback does.
+    let other = "RE00000000000000000000000000000000";
+    let second = [
+        ("CallSid", SID),
+        ("From", "+81312345678"),
+        ("RecordingUrl", recording_url),
+        ("RecordingSid", other),
+        ("TranscriptionStatus", "failed"),
+    ];
+    assert_eq!(
+        handle(webhook("/transcription", &second), &s.app)
+            .await
+            .status_code,
+        204
+    );
+    let events = s.inbox.take().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail-type"], "Voicemail Recorded");
+    assert_eq!(events[0]["detail"]["recording_sid"], other);
 }

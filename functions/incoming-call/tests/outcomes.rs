@@ -92,3 +92,54 @@ async fn a_voicemail_delivered_twice_is_announced_once() {
     assert_eq!(events[0]["detail"]["caller"], "+81312345678");
     assert_eq!(events[0]["detail"]["duration_seconds"], 17);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn an_event_whose_publish_failed_is_published_by_the_redelivery_and_only_once() {
+    let moto = test_support::moto_server();
+    let (outcomes, inbox) = outcomes(&moto).await;
+    let config = test_support::aws_config(&moto.url());
+    // The same ledger, and a bus that does not exist: EventBridge refuses every event.
+    let broken = Outcomes {
+        ledger: outcomes.ledger.clone(),
+        bus: EventBus::new(twilio_voice::aws::eventbridge(&config), "no-such-bus"),
+    };
+    let completed = [
+        ("CallSid", SID),
+        ("CallStatus", "completed"),
+        ("SequenceNumber", "3"),
+        ("CallDuration", "42"),
+    ];
+    let recording = [
+        ("CallSid", SID),
+        ("From", "+81312345678"),
+        (
+            "RecordingUrl",
+            "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1",
+        ),
+        ("RecordingSid", "RE0123456789abcdef0123456789abcdef"),
+    ];
+    assert!(broken.status(params(&completed)).await.is_err());
+    assert!(broken.voicemail(params(&recording)).await.is_err());
+    assert!(inbox.take().await.is_empty());
+
+    // Delivered again once the bus answers: published now ...
+    assert!(outcomes.status(params(&completed)).await.unwrap().is_some());
+    assert!(outcomes.voicemail(params(&recording)).await.unwrap());
+    // ... and never again.
+    assert!(outcomes.status(params(&completed)).await.unwrap().is_none());
+    assert!(!outcomes.voicemail(params(&recording)).await.unwrap());
+    // The number's own final callback (no SequenceNumber) is applied, and announces nothing.
+    let own = [("CallSid", SID), ("CallStatus", "completed")];
+    assert!(outcomes.status(params(&own)).await.unwrap().is_none());
+    let types: Vec<Value> = inbox
+        .take()
+        .await
+        .into_iter()
+        .map(|e| e["detail-type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [json!("Call Completed"), json!("Voicemail Recorded")]
+    );
+}

@@ -2,6 +2,7 @@
 //! stops the function at INIT with the setting's name.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use twilio_voice::calls::{CallPolicy, DEFAULT_API_BASE_URL};
 use twilio_voice::credentials::{ApiAuthSpec, ApiCredentialSpec};
@@ -30,6 +31,10 @@ pub struct Config {
     /// `BULK_MAX_CONCURRENCY`: the SQS event source mapping's `MaximumConcurrency`; each
     /// instance takes this share of the CPS.
     pub bulk_consumers: NonZeroU32,
+    /// `BULK_BATCH_SIZE`: the SQS event source mapping's `BatchSize` (5 in template.yaml).
+    pub bulk_batch_size: NonZeroU32,
+    /// `FUNCTION_TIMEOUT_SECONDS`: the function's `Timeout` (28 in template.yaml).
+    pub function_timeout: Duration,
     /// Phone alerts (README, "Phone alerts"); `None` unless `ALERT_STATE_MACHINE_ARN` or
     /// `ESCALATION_POLICIES_PARAMETER` is set.
     pub alerts: Option<AlertsConfig>,
@@ -44,6 +49,39 @@ pub struct AlertsConfig {
     /// incoming-call's `/alert`, beside the `/status` of `STATUS_CALLBACK_URL`: what an alert
     /// call fetches.
     pub webhook: url::Url,
+}
+
+/// Defaults: template.yaml's values.
+const DEFAULT_BULK_BATCH_SIZE: u32 = 5;
+const DEFAULT_FUNCTION_TIMEOUT_SECONDS: u32 = 28;
+
+/// A batch must fit the invocation at the pace: each instance places one call every
+/// `BULK_MAX_CONCURRENCY / CALLS_PER_SECOND` seconds, so `BULK_BATCH_SIZE` of them take that
+/// many intervals. A batch that does not fit leaves its last messages untried, reported back,
+/// received again, and after `maxReceiveCount` in the dead-letter queue without ever having
+/// been tried: refused at start-up instead, naming the settings.
+fn check_batch_fits(
+    batch: NonZeroU32,
+    consumers: NonZeroU32,
+    cps: NonZeroU32,
+    timeout: Duration,
+) -> Result<(), ConfigError> {
+    let needed =
+        Duration::from_secs(u64::from(batch.get()) * u64::from(consumers.get())) / cps.get();
+    if needed <= timeout {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        "BULK_MAX_CONCURRENCY",
+        format!(
+            "a batch of {batch} (BULK_BATCH_SIZE) at one call every {consumers}/{cps} s \
+             (BULK_MAX_CONCURRENCY / CALLS_PER_SECOND) takes {} s, more than the function's \
+             {} s (FUNCTION_TIMEOUT_SECONDS): lower BULK_MAX_CONCURRENCY or BULK_BATCH_SIZE, \
+             or raise CALLS_PER_SECOND to what Twilio allows the account",
+            needed.as_secs_f32(),
+            timeout.as_secs()
+        ),
+    ))
 }
 
 pub use twilio_voice::settings::SettingsError as ConfigError;
@@ -98,6 +136,26 @@ impl Config {
             v.parse::<NonZeroU32>()
                 .map_err(|_| "expected a whole number from 1")
         };
+        let calls_per_second = settings
+            .parse("CALLS_PER_SECOND", positive)?
+            .unwrap_or(NonZeroU32::MIN);
+        let bulk_consumers = settings
+            .parse("BULK_MAX_CONCURRENCY", positive)?
+            .unwrap_or(NonZeroU32::new(2).expect("2 is not 0"));
+        let bulk_batch_size = settings
+            .parse("BULK_BATCH_SIZE", positive)?
+            .unwrap_or(NonZeroU32::new(DEFAULT_BULK_BATCH_SIZE).expect("not 0"));
+        let function_timeout = Duration::from_secs(u64::from(
+            settings
+                .parse("FUNCTION_TIMEOUT_SECONDS", positive)?
+                .map_or(DEFAULT_FUNCTION_TIMEOUT_SECONDS, NonZeroU32::get),
+        ));
+        check_batch_fits(
+            bulk_batch_size,
+            bulk_consumers,
+            calls_per_second,
+            function_timeout,
+        )?;
         if alerts.is_some() && get("CALL_LEDGER_TABLE").is_none() {
             // The ledger keeps each call's task token: without it no keypress could resume a step.
             return Err(ConfigError::Missing("CALL_LEDGER_TABLE"));
@@ -107,12 +165,10 @@ impl Config {
             ledger_table: get("CALL_LEDGER_TABLE"),
             event_bus: get("EVENT_BUS_NAME"),
             status_callback,
-            calls_per_second: settings
-                .parse("CALLS_PER_SECOND", positive)?
-                .unwrap_or(NonZeroU32::MIN),
-            bulk_consumers: settings
-                .parse("BULK_MAX_CONCURRENCY", positive)?
-                .unwrap_or(NonZeroU32::new(2).expect("2 is not 0")),
+            calls_per_second,
+            bulk_consumers,
+            bulk_batch_size,
+            function_timeout,
             credentials: ApiCredentialSpec { account_sid, auth },
             from,
             policy: CallPolicy {
@@ -203,6 +259,42 @@ mod tests {
 
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         MINIMAL.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_placed_within_the_timeout_is_refused_at_start_up() {
+        // 5 × 5/1 s = 25 s fits 28 s; 5 × 6/1 s = 30 s does not.
+        assert!(config(&with(&[("BULK_MAX_CONCURRENCY", "5")])).is_ok());
+        for vars in [
+            &[("BULK_MAX_CONCURRENCY", "6")][..],
+            &[("BULK_BATCH_SIZE", "10"), ("BULK_MAX_CONCURRENCY", "3")][..],
+            &[
+                ("FUNCTION_TIMEOUT_SECONDS", "9"),
+                ("BULK_MAX_CONCURRENCY", "2"),
+            ][..],
+        ] {
+            match config(&with(vars)) {
+                Err(ConfigError::Invalid { name, reason }) => {
+                    assert_eq!(name, "BULK_MAX_CONCURRENCY", "{vars:?}");
+                    for setting in [
+                        "BULK_BATCH_SIZE",
+                        "CALLS_PER_SECOND",
+                        "FUNCTION_TIMEOUT_SECONDS",
+                    ] {
+                        assert!(reason.contains(setting), "{reason}");
+                    }
+                }
+                other => panic!("{vars:?}: {other:?}"),
+            }
+        }
+        // A higher CPS makes room again: 5 × 6/3 s = 10 s.
+        assert!(
+            config(&with(&[
+                ("BULK_MAX_CONCURRENCY", "6"),
+                ("CALLS_PER_SECOND", "3")
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ use twilio_voice::credentials::{ApiCredentialSpec, CredentialStore, CredentialsE
 use twilio_voice::events::{CallFailed, DomainEvent, EventBus};
 use twilio_voice::http_event;
 use twilio_voice::ledger::{
-    Duplicate, IdempotencyKey, Ledger, LedgerError, RequestRecord, Resolution,
+    CallStatus, Duplicate, IdempotencyKey, Ledger, LedgerError, RequestRecord, Resolution,
+    STALE_AFTER,
 };
 use twilio_voice::pacing::Pace;
 use twilio_voice::phone::PhoneNumber;
@@ -31,7 +32,7 @@ use twilio_voice::phone::PhoneNumber;
 use crate::bulk::{self, SqsEvent};
 use crate::delivery;
 use crate::event::{CallEvent, EventError};
-use crate::once::{Fate, OnceError, Placement, place_once};
+use crate::once::{Fate, OnceError, Placement, ours_among, place_once};
 
 pub use twilio_voice::calls::Retry;
 
@@ -316,6 +317,7 @@ async fn place_checked(
         let limit = delivery::not_after(&raw).map_err(EventError::from)?;
         if SystemTime::now() > limit {
             warn!(not_after = %raw, "call event delivered too late; nothing sent");
+            cancel_late_call(app, key).await;
             return Err(OutboundError::Expired(raw));
         }
     }
@@ -430,37 +432,130 @@ fn earlier(duplicate: Duplicate) -> OutboundError {
     }
 }
 
-/// A stale claim: does Twilio's Calls list have a call to that number since the claim?
-/// `None` when Twilio could not be asked (the outcome stays unknown).
+/// A delivery past `not_after` places nothing, and cancels what an earlier delivery of the same
+/// request left waiting at Twilio (queued behind the account's CPS, or ringing): a call that
+/// would ring after its deadline. This is outbound-call's to do, not incoming-call's, though it
+/// sees the status callbacks: every request to Twilio leaves from here (DESIGN.md), and only
+/// a delivery of the request carries its `not_after`.
+async fn cancel_late_call(app: &App, key: Option<&IdempotencyKey>) {
+    let (Some(ledger), Some(key)) = (&app.ledger, key) else {
+        return;
+    };
+    let record = match ledger.request(key).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, "call ledger unavailable; a late call is not looked for");
+            return;
+        }
+    };
+    let call_sid = match &record.call_sid {
+        Some(sid) => sid.clone(),
+        // Sent without an answer, long enough ago: Twilio's Calls list knows.
+        None if record.is_stale(ledger.time(), STALE_AFTER) => {
+            match look_up(app, record.clone()).await {
+                Some(found @ Resolution::Found { .. }) => {
+                    if let Err(e) = ledger.resolve(&record, &found).await {
+                        warn!(error = %e, "stale claim not resolved in the ledger");
+                    }
+                    let Resolution::Found { call_sid, .. } = found else {
+                        unreachable!("matched above")
+                    };
+                    call_sid
+                }
+                _ => return,
+            }
+        }
+        None => return,
+    };
+    // Waiting as far as the ledger knows: no callback yet, or queued / initiated / ringing.
+    match ledger.call(&call_sid).await {
+        Ok(Some(call))
+            if call.final_status.is_some() || call.call_status == Some(CallStatus::InProgress) =>
+        {
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(call_sid = %call_sid, error = %e, "call ledger unavailable; a late call is not cancelled");
+            return;
+        }
+    }
+    let Ok(credentials) = app.credentials.get().await else {
+        return;
+    };
+    match app.calls.cancel(&credentials, &call_sid).await {
+        Ok(status) => {
+            info!(call_sid = %call_sid, status = %status, "a call still waiting past not_after was cancelled")
+        }
+        Err(e) => {
+            warn!(call_sid = %call_sid, error = %e, "a call past not_after could not be cancelled")
+        }
+    }
+}
+
+/// Pages of Twilio's Calls list read for one stale claim (50 calls a page): more calls than
+/// that to one number within minutes of a claim is not a use this system serves.
+const LOOKUP_PAGES: usize = 4;
+
+/// A stale claim: does Twilio's Calls list have this request's call (to that number, since the
+/// claim, not tied to another request in the ledger)? `None` when Twilio or the ledger could
+/// not be asked, or the list was longer than [`LOOKUP_PAGES`] (the outcome stays unknown).
 pub(crate) async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
     let to = record.to.as_ref()?;
+    let ledger = app.ledger.as_ref()?;
     let credentials = app.credentials.get().await.ok()?;
     let since = UNIX_EPOCH + Duration::from_secs(record.claimed_at);
-    match app.calls.find_call(&credentials, to, since).await {
-        Ok(Some(found)) => Some(Resolution::Found {
-            call_sid: found.sid,
-            call_status: found.status,
-        }),
-        Ok(None) => Some(Resolution::NotFound),
+    let found = match app
+        .calls
+        .calls_since(&credentials, to, since, LOOKUP_PAGES)
+        .await
+    {
+        Ok(found) => found,
         Err(e) => {
             warn!(error = %e, "Twilio's Calls list could not be read; outcome still unknown");
+            return None;
+        }
+    };
+    match ours_among(ledger, &record.key, found.calls).await {
+        Ok(Some(call)) => Some(Resolution::Found {
+            call_sid: call.sid,
+            call_status: call.status,
+        }),
+        Ok(None) if found.complete => Some(Resolution::NotFound),
+        Ok(None) => {
+            warn!(
+                pages = LOOKUP_PAGES,
+                "Twilio's Calls list is longer than the lookup reads; outcome still unknown"
+            );
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "call ledger unavailable; outcome still unknown");
             None
         }
     }
 }
 
-/// `Call Failed` for a failure no automatic retry will mend (not for a retryable one, and not
-/// again for an earlier delivery's, which was announced then): once per request when the ledger
-/// can tell (an SQS message refused on each of its receives is announced once).
+/// `Call Failed` for a failure no automatic retry will mend (not for a retryable one): once per
+/// request when the ledger can tell (an SQS message refused on each of its receives is
+/// announced once). Published first, marked (`once#call-failed#<key>`) after: a failed publish
+/// is tried again by the next delivery of the request, which gets the earlier delivery's
+/// recorded refusal (an SQS receive, a Lambda retry). An earlier delivery whose outcome is
+/// unknown is not announced from a later one: it may still be in flight.
 async fn announce_failure(app: &App, e: &OutboundError, key: Option<&IdempotencyKey>) {
     let Some(bus) = &app.bus else { return };
-    if matches!(e, OutboundError::Earlier { .. }) || e.retry() == Retry::Safe {
+    let in_flight =
+        matches!(e, OutboundError::Earlier { class, .. } if *class == ErrorClass::CallMayExist);
+    if in_flight || e.retry() == Retry::Safe {
         return;
     }
-    if let (Some(ledger), Some(key)) = (&app.ledger, key) {
-        match ledger.first_time(&format!("call-failed#{key}")).await {
-            Ok(true) => {}
-            Ok(false) => return,
+    let marker = key.map(|key| format!("call-failed#{key}"));
+    let ledger = app.ledger.as_ref().zip(marker.as_deref());
+    if let Some((ledger, marker)) = ledger {
+        match ledger.marked(marker).await {
+            Ok(false) => {}
+            Ok(true) => return,
             // Better twice than never.
             Err(le) => warn!(error = %le, "call ledger unavailable; announcing the failure anyway"),
         }
@@ -472,6 +567,12 @@ async fn announce_failure(app: &App, e: &OutboundError, key: Option<&Idempotency
     });
     if let Err(publish) = bus.publish(&event).await {
         warn!(error = %publish, error_type = e.error_type(), "Call Failed not published");
+        return;
+    }
+    if let Some((ledger, marker)) = ledger
+        && let Err(le) = ledger.first_time(marker).await
+    {
+        warn!(error = %le, "Call Failed published, but not marked: a redelivery may publish it again");
     }
 }
 

@@ -42,6 +42,9 @@ impl App {
         timeouts: HttpTimeouts,
         retry: RetryPolicy,
     ) -> Result<Self, InitError> {
+        if config.ledger_table.is_none() {
+            tracing::warn!("CALL_LEDGER_TABLE is not set: a redelivered event dials again");
+        }
         let calls = CallsClient::new(&config.api_base_url, timeouts, retry)?;
         let credentials = CredentialStore::new(ssm, config.credentials, credentials::DEFAULT_TTL);
         let (fetched, ()) = tokio::join!(credentials.prefetch(), calls.warm_up());
@@ -69,9 +72,6 @@ impl App {
             .event_bus
             .as_ref()
             .map(|bus| EventBus::new(twilio_voice::aws::eventbridge(aws), bus));
-        if self.ledger.is_none() {
-            tracing::warn!("CALL_LEDGER_TABLE is not set: a redelivered event dials again");
-        }
         self
     }
 

@@ -209,3 +209,29 @@ where
         }
     }
 }
+
+/// Which of the calls a Calls-list lookup found for a stale claim (to its number, since the
+/// claim, newest first) is this request's: the one whose `call#<SID>` item names this request,
+/// else the newest that no item ties to another request (its SID was never recorded). A call
+/// that another request placed to the same number minutes apart is never taken for ours.
+pub async fn ours_among(
+    ledger: &Ledger,
+    key: &IdempotencyKey,
+    calls: Vec<CallCreated>,
+) -> Result<Option<CallCreated>, LedgerError> {
+    let mut untied = None;
+    for call in calls {
+        let owner = ledger
+            .call(&call.sid)
+            .await?
+            .and_then(|record| record.request_key);
+        match owner {
+            Some(owner) if owner == key.as_str() => return Ok(Some(call)),
+            Some(_) => {}
+            None => {
+                untied.get_or_insert(call);
+            }
+        }
+    }
+    Ok(untied)
+}

@@ -426,3 +426,165 @@ async fn a_redelivered_invocation_or_schedule_run_dials_once() {
         .unwrap();
     assert_eq!(s.posts().await.len(), 4);
 }
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_call_failed_whose_publish_failed_is_published_by_the_next_delivery_once() {
+    let refused = ResponseTemplate::new(400).set_body_json(json!({
+        "code": 21211, "message": "invalid To", "status": 400,
+        "more_info": "https://www.twilio.com/docs/errors/21211"
+    }));
+    let mut s = stack(refused).await;
+    let aws = test_support::aws_config(&s._moto.url());
+    let working = s.app.bus.replace(twilio_voice::events::EventBus::new(
+        twilio_voice::aws::eventbridge(&aws),
+        "no-such-bus",
+    ));
+    let event = keyed("refused-once");
+    assert_eq!(
+        class(handle(event.clone(), &s.app, Deadline::NONE).await),
+        ErrorClass::TwilioRejected
+    );
+    assert!(s.inbox.take().await.is_empty());
+    // The bus answers again: the next delivery (refused from the ledger, nothing sent)
+    // announces the failure, and the one after it does not.
+    s.app.bus = working;
+    for _ in 0..2 {
+        assert_eq!(
+            class(handle(event.clone(), &s.app, Deadline::NONE).await),
+            ErrorClass::TwilioRejected
+        );
+    }
+    assert_eq!(s.posts().await.len(), 1);
+    let failed = s.inbox.take().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["detail-type"], "Call Failed");
+    assert_eq!(failed[0]["detail"]["twilio_code"], 21211);
+    assert_eq!(failed[0]["detail"]["idempotency_key"], "refused-once");
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_stale_claim_is_not_resolved_with_another_requests_call_to_the_same_number() {
+    use wiremock::matchers::query_param;
+    const OTHER_SID: &str = "CAffffffffffffffffffffffffffffffff";
+    let s = stack(ResponseTemplate::new(500)).await;
+    assert_eq!(
+        class(handle(keyed("mine"), &s.app, Deadline::NONE).await),
+        ErrorClass::CallMayExist
+    );
+    // Another request placed a call to the same number seconds later, and recorded it.
+    let ledger = s.app.ledger.clone().unwrap();
+    let other = twilio_voice::ledger::IdempotencyKey::new("theirs").unwrap();
+    let to = twilio_voice::phone::PhoneNumber::parse("+81312345678").unwrap();
+    let twilio_voice::ledger::ClaimOutcome::Won(claim) = ledger.claim(&other, &to).await.unwrap()
+    else {
+        panic!("a fresh key is won");
+    };
+    ledger
+        .record_placed(&claim, OTHER_SID, "queued")
+        .await
+        .unwrap();
+
+    let claimed = *s.clock.lock().unwrap();
+    *s.clock.lock().unwrap() += STALE_AFTER;
+    let at = |secs| {
+        aws_smithy_types::DateTime::from(claimed + Duration::from_secs(secs))
+            .fmt(aws_smithy_types::date_time::Format::HttpDate)
+            .unwrap()
+            .replace(" GMT", " +0000")
+    };
+    // Newest first: theirs on the first page, ours on the second (Twilio's next_page_uri).
+    let next = format!("{CALLS_PATH}?To=%2B81312345678&PageSize=1&Page=1&PageToken=PACA1");
+    Mock::given(method("GET"))
+        .and(path(CALLS_PATH))
+        .and(query_param("Page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [{"sid": CALL_SID, "status": "completed", "date_created": at(1)}],
+            "next_page_uri": null
+        })))
+        .with_priority(1)
+        .mount(&s.twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(CALLS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "calls": [{"sid": OTHER_SID, "status": "in-progress", "date_created": at(30)}],
+            "next_page_uri": next
+        })))
+        .mount(&s.twilio)
+        .await;
+    let resolved = handle(keyed("mine"), &s.app, Deadline::NONE).await.unwrap();
+    assert_eq!(resolved["call_sid"], CALL_SID);
+    assert_eq!(s.posts().await.len(), 1);
+    let gets = s
+        .twilio
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .count();
+    assert_eq!(gets, 2);
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_delivery_past_not_after_cancels_the_call_an_earlier_one_left_waiting() {
+    use twilio_voice::ledger::{CallStatus, StatusUpdate};
+    let s = stack(created()).await;
+    let cancel_path = format!("{}/{CALL_SID}.json", CALLS_PATH.trim_end_matches(".json"));
+    Mock::given(method("POST"))
+        .and(path(cancel_path.as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"sid": CALL_SID, "status": "canceled"})),
+        )
+        .mount(&s.twilio)
+        .await;
+    let cancels = || async {
+        s.twilio
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path() == cancel_path)
+            .map(|r| form(&r))
+            .collect::<Vec<_>>()
+    };
+    let mut event = keyed("late-call");
+    event["not_after"] = json!("2999-01-01T00:00:00Z");
+    handle(event.clone(), &s.app, Deadline::NONE).await.unwrap();
+    assert_eq!(s.posts().await.len(), 1);
+
+    // Delivered again after its deadline, the call still queued at Twilio: cancelled.
+    event["not_after"] = json!("2026-01-01T00:00:00Z");
+    assert_eq!(
+        class(handle(event.clone(), &s.app, Deadline::NONE).await),
+        ErrorClass::Expired
+    );
+    assert_eq!(
+        cancels().await,
+        [vec![("Status".to_owned(), "canceled".to_owned())]]
+    );
+    assert_eq!(s.posts().await.len(), 1);
+
+    // Once the call is answered (its status callback in the ledger), it is left alone.
+    let ledger = s.app.ledger.clone().unwrap();
+    ledger
+        .record_status(&StatusUpdate {
+            call_sid: CALL_SID.into(),
+            call_status: CallStatus::InProgress,
+            sequence_number: 2,
+            call_duration: None,
+            answered_by: None,
+            sip_response_code: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        class(handle(event, &s.app, Deadline::NONE).await),
+        ErrorClass::Expired
+    );
+    assert_eq!(cancels().await.len(), 1);
+}

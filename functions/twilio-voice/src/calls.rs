@@ -564,6 +564,16 @@ impl Default for HttpTimeouts {
     }
 }
 
+/// What [`CallsClient::calls_since`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallsSince {
+    /// Newest first.
+    pub calls: Vec<CallCreated>,
+    /// `false` when the page bound stopped the walk before the list reached `since`: a call
+    /// not among `calls` may still exist.
+    pub complete: bool,
+}
+
 /// The Calls API client. Cheap to share; holds the connection pool.
 #[derive(Debug, Clone)]
 pub struct CallsClient {
@@ -658,7 +668,11 @@ impl CallsClient {
                     out_of_time: true,
                 });
             }
-            tokio::time::sleep(delay).await;
+            // Not for the first attempt: tokio's timer rounds even a zero sleep up to its next
+            // millisecond tick, which cost every call about 1 ms before it was sent.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             attempts += 1;
             match self.attempt(&url, creds, &form).await {
                 Ok(created) => return Ok(created),
@@ -681,15 +695,17 @@ impl CallsClient {
         }
     }
 
-    /// The newest call to `to` created at or after `since`, from Twilio's Calls list
-    /// (`GET .../Calls.json?To=...`, newest first): how a request whose outcome is unknown
-    /// learns whether its call exists. One request, no retry (it is asked again later).
-    pub async fn find_call(
+    /// The calls to `to` created at or after `since` (less a minute of clock skew), newest
+    /// first, from Twilio's Calls list (`GET .../Calls.json?To=...`), following `next_page_uri`
+    /// for at most `max_pages` pages: how a request whose outcome is unknown learns whether its
+    /// call exists. No retry (it is asked again later).
+    pub async fn calls_since(
         &self,
         creds: &ApiCredentials,
         to: &PhoneNumber,
         since: SystemTime,
-    ) -> Result<Option<CallCreated>, CallError> {
+        max_pages: usize,
+    ) -> Result<CallsSince, CallError> {
         #[derive(Deserialize)]
         struct Listed {
             sid: String,
@@ -699,19 +715,114 @@ impl CallsClient {
         #[derive(Deserialize)]
         struct Page {
             calls: Vec<Listed>,
+            #[serde(default)]
+            next_page_uri: Option<String>,
         }
         // No `StartTime` filter: Twilio sets a call's start time only when it is dialled, so a
         // call still waiting in Twilio's queue (CPS) would be missed, and "not found" would
-        // place the request a second time. The newest calls to `to` come first; those created
-        // before `since` are dropped below.
-        let url = url::Url::parse_with_params(
-            &format!(
-                "{}/2010-04-01/Accounts/{}/Calls.json",
-                self.base_url, creds.account_sid
-            ),
+        // place the request a second time. The newest calls to `to` come first; the walk stops
+        // at the first one created before `since`.
+        let list = format!("/2010-04-01/Accounts/{}/Calls.json", creds.account_sid);
+        let mut url = url::Url::parse_with_params(
+            &format!("{}{list}", self.base_url),
             &[("To", to.as_str()), ("PageSize", "50")],
         )
-        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        .map_err(|e| CallError::Unreachable(e.to_string()))?
+        .to_string();
+        // A call to the same number created before the claim (less a minute of clock skew) is
+        // not ours.
+        let since = since - Duration::from_secs(60);
+        let mut found = CallsSince {
+            calls: Vec::new(),
+            complete: false,
+        };
+        for _ in 0..max_pages {
+            let page: Page = self.get_list_page(&url, creds).await?;
+            let mut older = false;
+            for call in page.calls {
+                let created = call.date_created.as_deref().and_then(rfc2822);
+                if created.is_some_and(|created| created < since) {
+                    older = true;
+                    break;
+                }
+                found.calls.push(CallCreated {
+                    sid: call.sid,
+                    status: call.status,
+                });
+            }
+            match page.next_page_uri {
+                // The list ended, or went past `since`: nothing more to find.
+                None => {
+                    found.complete = true;
+                    break;
+                }
+                Some(_) if older => {
+                    found.complete = true;
+                    break;
+                }
+                // Followed only on Twilio's own host and list: the credentials go with it.
+                Some(next) if next.starts_with(&format!("{list}?")) => {
+                    url = format!("{}{next}", self.base_url);
+                }
+                // Not a page we follow: what it holds stays unknown.
+                Some(_) => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Cancels a call still queued or ringing at Twilio (`POST .../Calls/{CallSid}.json`,
+    /// `Status=canceled`); Twilio leaves a call that is already answered or over as it is and
+    /// answers with its status. One request, no retry. Returns the call's status after it.
+    pub async fn cancel(
+        &self,
+        creds: &ApiCredentials,
+        call_sid: &str,
+    ) -> Result<String, CallError> {
+        // The SID goes into the path: only Twilio's shape of one (CA + 32 hex digits).
+        let well_formed = call_sid.len() == 34
+            && call_sid.starts_with("CA")
+            && call_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(CallError::Unreachable("not a call SID".into()));
+        }
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{call_sid}.json",
+            self.base_url, creds.account_sid
+        );
+        #[derive(Deserialize)]
+        struct Updated {
+            status: String,
+        }
+        let response = self
+            .http
+            .post(url)
+            .basic_auth(&creds.username, Some(creds.password.expose()))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("Status", "canceled")])
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable(without_url(&e)))?;
+        if !(200..=299).contains(&status) {
+            return Err(CallError::Unreachable(
+                TwilioError::from_response(status, &body).to_string(),
+            ));
+        }
+        serde_json::from_slice::<Updated>(&body)
+            .map(|u| u.status)
+            .map_err(|_| CallError::Unreachable("the call update is not a call".into()))
+    }
+
+    async fn get_list_page<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        creds: &ApiCredentials,
+    ) -> Result<T, CallError> {
         let response = self
             .http
             .get(url)
@@ -737,24 +848,8 @@ impl CallsClient {
                 _ => CallError::Unreachable(error.to_string()),
             });
         }
-        let page: Page = serde_json::from_slice(&body)
-            .map_err(|_| CallError::Unreachable("the Calls list is not a page of calls".into()))?;
-        // A call to the same number created before the claim (less a minute of clock skew) is
-        // not ours.
-        let since = since - Duration::from_secs(60);
-        Ok(page
-            .calls
-            .into_iter()
-            .find(|c| {
-                c.date_created
-                    .as_deref()
-                    .and_then(rfc2822)
-                    .is_none_or(|created| created >= since)
-            })
-            .map(|c| CallCreated {
-                sid: c.sid,
-                status: c.status,
-            }))
+        serde_json::from_slice(&body)
+            .map_err(|_| CallError::Unreachable("the Calls list is not a page of calls".into()))
     }
 
     async fn attempt(

@@ -7,12 +7,17 @@
 //! |---|---|---|
 //! | `Call Completed` | a call reached its final status | `call_sid`, `outcome` (`completed`, `busy`, `no-answer`, `failed`, `canceled`), `answered_by` (`human`, `machine`, `unknown`; absent without answering-machine detection), `duration_seconds`, `sip_response_code`, `idempotency_key` (the request's, when we placed it) |
 //! | `Call Failed` | a request was not placed | `error_type` (the README's error table, e.g. `NonRetryable.TwilioRejected`), `twilio_code`, `idempotency_key` |
-//! | `Voicemail Recorded` | a caller left a message | `call_sid`, `caller` (E.164, absent when withheld), `recording_url`, `recording_sid`, `duration_seconds`, `transcription` (when enabled and ready) |
+//! | `Voicemail Recorded` | a caller left a message | `call_sid`, `caller` (E.164, absent when withheld), `recording_url`, `recording_sid`, `duration_seconds` |
+//! | `Voicemail Transcribed` | Twilio transcribed it (flows with `transcribe`) | `call_sid`, `caller`, `recording_url`, `recording_sid`, `transcription` |
 //! | `Alert Acknowledged` | a contact pressed 1 on an alert call | `alert_id` (the execution's name), `acknowledged_by` (`name`, `number`), `acknowledged_at` (RFC 3339), `call_sid`, `calls` (placed for the alert, this one included) |
 //! | `Alert Unacknowledged` | every call of every round went unacknowledged | `alert_id`, `calls`, `rounds` |
 //!
+//! The transcription is an event of its own rather than a field that `Voicemail Recorded` waits
+//! for: Twilio transcribes minutes later, or never (a failed or too long recording), and the
+//! voicemail must reach its reader without waiting on that.
+//!
 //! Examples of each, as a rule's target receives them, are in `events/call-*.json` and
-//! `events/voicemail-recorded.json`. The caller's number is in `Voicemail Recorded` because its
+//! `events/voicemail-*.json`. The caller's number is in `Voicemail Recorded` because its
 //! recipient needs it to call back; it is never logged (`Debug` masks it). The two alert events
 //! are published by the state machine itself (`statemachine/alert-escalation.asl.json`), not by
 //! [`EventBus`]; their types here are what a subscriber parses, and a test holds the two together.
@@ -135,8 +140,31 @@ pub struct VoicemailRecorded {
     pub recording_sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoicemailTranscribed {
+    pub call_sid: String,
+    /// E.164; absent when the caller withheld the number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transcription: Option<String>,
+    pub caller: Option<String>,
+    pub recording_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_sid: Option<String>,
+    pub transcription: String,
+}
+
+impl fmt::Debug for VoicemailTranscribed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VoicemailTranscribed")
+            .field("call_sid", &self.call_sid)
+            .field("caller", &self.caller.as_deref().map(mask))
+            .field("recording_url", &self.recording_url)
+            .field("recording_sid", &self.recording_sid)
+            .field("transcription", &"…")
+            .finish()
+    }
 }
 
 impl fmt::Debug for VoicemailRecorded {
@@ -147,7 +175,6 @@ impl fmt::Debug for VoicemailRecorded {
             .field("recording_url", &self.recording_url)
             .field("recording_sid", &self.recording_sid)
             .field("duration_seconds", &self.duration_seconds)
-            .field("transcription", &self.transcription.as_ref().map(|_| "…"))
             .finish()
     }
 }
@@ -181,6 +208,7 @@ pub enum DomainEvent {
     CallCompleted(CallCompleted),
     CallFailed(CallFailed),
     VoicemailRecorded(VoicemailRecorded),
+    VoicemailTranscribed(VoicemailTranscribed),
     AlertAcknowledged(AlertAcknowledged),
     AlertUnacknowledged(AlertUnacknowledged),
 }
@@ -191,6 +219,7 @@ impl DomainEvent {
             Self::CallCompleted(_) => "Call Completed",
             Self::CallFailed(_) => "Call Failed",
             Self::VoicemailRecorded(_) => "Voicemail Recorded",
+            Self::VoicemailTranscribed(_) => "Voicemail Transcribed",
             Self::AlertAcknowledged(_) => "Alert Acknowledged",
             Self::AlertUnacknowledged(_) => "Alert Unacknowledged",
         }
@@ -202,6 +231,7 @@ impl DomainEvent {
             Self::CallCompleted(d) => serde_json::to_string(d),
             Self::CallFailed(d) => serde_json::to_string(d),
             Self::VoicemailRecorded(d) => serde_json::to_string(d),
+            Self::VoicemailTranscribed(d) => serde_json::to_string(d),
             Self::AlertAcknowledged(d) => serde_json::to_string(d),
             Self::AlertUnacknowledged(d) => serde_json::to_string(d),
         };
@@ -215,6 +245,7 @@ impl DomainEvent {
             "Call Completed" => Self::CallCompleted(serde_json::from_value(detail)?),
             "Call Failed" => Self::CallFailed(serde_json::from_value(detail)?),
             "Voicemail Recorded" => Self::VoicemailRecorded(serde_json::from_value(detail)?),
+            "Voicemail Transcribed" => Self::VoicemailTranscribed(serde_json::from_value(detail)?),
             "Alert Acknowledged" => Self::AlertAcknowledged(serde_json::from_value(detail)?),
             "Alert Unacknowledged" => Self::AlertUnacknowledged(serde_json::from_value(detail)?),
             other => {
@@ -372,9 +403,17 @@ mod tests {
             recording_url: "https://api.twilio.com/x".into(),
             recording_sid: None,
             duration_seconds: Some(5),
-            transcription: Some("折り返しお願いします".into()),
         };
         let debug = format!("{:?}", DomainEvent::VoicemailRecorded(event));
+        assert!(!debug.contains("+81312345678"), "{debug}");
+        let event = VoicemailTranscribed {
+            call_sid: "CA1".into(),
+            caller: Some("+81312345678".into()),
+            recording_url: "https://api.twilio.com/x".into(),
+            recording_sid: None,
+            transcription: "折り返しお願いします".into(),
+        };
+        let debug = format!("{:?}", DomainEvent::VoicemailTranscribed(event));
         assert!(!debug.contains("+81312345678"), "{debug}");
         assert!(!debug.contains("折り返し"), "{debug}");
     }

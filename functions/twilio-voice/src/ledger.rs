@@ -34,9 +34,12 @@
 //! **An alert step** is a request item with the Step Functions step waiting for its call: see
 //! the `alert` submodule ([`AlertStep`]).
 //!
-//! **A marker**, `pk = "once#<what>"` (`updated_at`, `expires_at`): written once by
-//! [`Ledger::first_time`], so that an event announced from a webhook Twilio may deliver twice
-//! (a voicemail's recording) is published once.
+//! **A marker**, `pk = "once#<what>"` (`updated_at`, `expires_at`): written by
+//! [`Ledger::first_time`] *after* an event announced from a webhook Twilio may deliver twice
+//! (a call's outcome, a voicemail's recording) was published, and read first with
+//! [`Ledger::marked`]: a delivery after a successful publish publishes nothing, a delivery after
+//! a failed one publishes. (Two deliveries at the same moment may both publish: at least once,
+//! never lost, is the promise.)
 //!
 //! A second item keyed by SID, rather than a global secondary index on `call_sid`, keeps the
 //! lookup strongly consistent (a status callback can arrive milliseconds after the SID is
@@ -690,6 +693,21 @@ impl Ledger {
             }
             Err(e) => Err(sdk_error("PutItem", e)),
         }
+    }
+
+    /// Whether [`Ledger::first_time`] has written `marker` (a consistent `GetItem`).
+    pub async fn marked(&self, marker: &str) -> Result<bool, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{ONCE}{marker}")))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        Ok(out.item.is_some())
     }
 
     /// The call item for `call_sid`, read consistently.

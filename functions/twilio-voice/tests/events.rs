@@ -12,6 +12,7 @@ const EXAMPLES: &[&str] = &[
     "call-completed.json",
     "call-failed.json",
     "voicemail-recorded.json",
+    "voicemail-transcribed.json",
 ];
 
 /// An example envelope and the event its detail parses to.
