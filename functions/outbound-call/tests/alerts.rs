@@ -797,3 +797,46 @@ async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
         .unwrap();
     assert_eq!(described.error(), Some("Alert.InvalidPlan"));
 }
+
+#[tokio::test]
+async fn an_invalid_escalation_policy_stops_the_start_naming_its_parameter() {
+    const POLICIES: &str = "/alerts/policies";
+    let vars = [
+        ("TWILIO_ACCOUNT_SID_PARAMETER", "/twilio/account-sid"),
+        ("TWILIO_AUTH_TOKEN_PARAMETER", "/twilio/auth-token"),
+        ("ALLOWED_DESTINATION_PREFIXES", "+81"),
+        ("TWILIO_FROM_NUMBER", FROM),
+        ("TWILIO_API_BASE_URL", "http://127.0.0.1:1"),
+        ("CALL_LEDGER_TABLE", "ledger"),
+        ("STATUS_CALLBACK_URL", "https://fn.example/status"),
+        (
+            "ALERT_STATE_MACHINE_ARN",
+            "arn:aws:states:ap-northeast-1:123456789012:stateMachine:alerts",
+        ),
+        ("ESCALATION_POLICIES_PARAMETER", POLICIES),
+    ];
+    let config = Config::from_lookup(test_support::vars(&vars)).unwrap();
+    let aws = test_support::aws_config("http://127.0.0.1:1");
+    for (document, why) in [
+        (
+            r#"{"default": "oncall", "policies": {"oncall": {"contacts": [{"number": "+14155550100"}]}}}"#,
+            "policies.oncall.contacts.0.number",
+        ),
+        (r#"{"default": "oncall", "policies": {}}"#, "default names"),
+        ("not json", "not an escalation policy document"),
+    ] {
+        let values: &'static [(&'static str, &'static str)] = Box::leak(Box::new([
+            ("/twilio/account-sid", ACCOUNT),
+            ("/twilio/auth-token", TOKEN),
+            (POLICIES, document),
+        ]));
+        let ssm = test_support::ssm_with(values);
+        let app = App::init(config.clone(), ssm.clone()).await.unwrap();
+        let err = match app.with_alerts(&config, &aws, ssm).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{document}: the start went on"),
+        };
+        assert!(err.contains(POLICIES) && err.contains(why), "{err}");
+        assert!(!err.contains("+14155550100"), "{err}");
+    }
+}
