@@ -7,29 +7,45 @@
 //!
 //! # Key 1, once
 //! The ledger decides first (`Ledger::acknowledge`: one conditional write, not acknowledged, not
-//! closed, before the step's deadline), then Step Functions is told (`SendTaskSuccess`). So a
-//! replayed webhook, or the key pressed twice, finds the step acknowledged and sends nothing.
-//! When Step Functions cannot be told, the acknowledgement is taken back
-//! (`retract_acknowledgement`) before the person hears "try again", so that the next key 1 can
-//! still acknowledge; a step Step Functions reports closed (it timed out first) is closed in the
-//! ledger too, so a replay hears "timed out" again rather than a confirmation.
-//! Each of these requests is bounded by the shared SDK's 3 s operation timeout, so key 1 costs at
-//! most three of them (acknowledge, `SendTaskSuccess`, retract): inside the function's 10 s and
-//! Twilio's 15 s.
+//! closed, before the step's deadline), then Step Functions is told (`SendTaskSuccess`), then the
+//! ledger records that it was (`delivered_at`). An acknowledgement is never taken back: until it
+//! is delivered, every key 1 (`First`, or `Already` from a replay or from the SDK's retry of a
+//! write whose first answer was lost) sends it again, and the call's final status sends it once
+//! more (the person pressed 1 and hung up while Step Functions was down). Only a delivered one is
+//! confirmed without sending anything.
+//!
+//! What the person hears after `SendTaskSuccess`:
+//! - it answered: the confirmation (a failure to record `delivered_at` is logged: the next key
+//!   sends it again, see below);
+//! - unavailable or no answer: "could not confirm, press 1 again", the prompt again;
+//! - the step is closed (`TaskTimedOut`, ...): the "timed out" notice. Rarely this is wrong: when
+//!   an earlier send landed but its answer was lost (or `delivered_at` was not written), Step
+//!   Functions has the acknowledgement and answers the next send with `TaskTimedOut` too;
+//! - refused (access denied, a bad request): "could not be recorded", the call ends, an error
+//!   is logged; pressing again cannot help.
+//!
+//! `SendTaskSuccess` and `SendTaskFailure` are sent in one attempt (no SDK retry): a retry of
+//! a send that landed would be answered `TaskTimedOut`. The person's next key is the retry.
+//! Key 1 costs at most the acknowledgement and `delivered_at` (each bounded by the shared SDK's
+//! 3 s operation timeout) and one `SendTaskSuccess` attempt (1 s): inside the function's 10 s
+//! and Twilio's 15 s.
 //!
 //! # A call that ends without key 1
 //! Its final status callback closes the step in the ledger (first closer wins) and sends
 //! `SendTaskFailure("Alert.NotAcknowledged")`, so the escalation calls the next contact at once
 //! instead of waiting for the step's timeout.
 //!
-//! Where a write is lost between the two systems (the ledger or Step Functions failing in the
-//! middle), the step's `TimeoutSeconds` in the state machine is the backstop: the escalation goes
-//! on, late, and never stops on a false acknowledgement from us.
+//! Where a message is lost between the two systems (`SendTaskFailure` not sent, an
+//! acknowledgement never delivered), the step's `TimeoutSeconds` in the state machine is the
+//! backstop: the escalation goes on, late, and never stops on a false acknowledgement from us.
+
+use std::num::NonZeroU8;
 
 use serde_json::json;
 use tracing::{error, info, warn};
 use twilio_voice::ledger::{
-    AckOutcome, AlertRecord, AlertStep, CallStatus, IdempotencyKey, Ledger, LedgerError,
+    AckOutcome, Acknowledgement, AlertRecord, AlertStep, CallStatus, IdempotencyKey, Ledger,
+    LedgerError,
 };
 use twilio_voice::stepfunctions::{Escalations, SfnError};
 use twilio_voice::twiml::{Gather, GatherInput, Method, Redirect, Say, VoiceResponse};
@@ -43,6 +59,11 @@ pub const NOT_ACKNOWLEDGED: &str = "Alert.NotAcknowledged";
 
 /// Seconds the prompt waits for a key after it has been spoken.
 pub const KEY_TIMEOUT_SECONDS: u32 = 5;
+
+/// With the ledger unreadable the step's own `max_prompts` is unknown: `/alert` apologises and
+/// comes back with the next prompt number up to this one (no policy offers more prompts), then
+/// hangs up, so an outage never keeps a call looping.
+pub const UNREAD_PROMPTS_CEILING: u8 = 5;
 
 /// The language of the fixed phrases: Japanese for `ja*`, English otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +96,7 @@ pub struct Script<'a> {
     pub language: &'a str,
     pub voice: Option<&'a str>,
     /// Times the prompt is spoken before the call ends unacknowledged.
-    pub max_prompts: u8,
+    pub max_prompts: NonZeroU8,
 }
 
 /// Twilio's `AnsweredBy` for an answering machine, a voicemail box or a fax.
@@ -131,7 +152,7 @@ impl<'a> Script<'a> {
     /// The message and the keys, then the next prompt when nothing is pressed; past
     /// `max_prompts`, goodbye.
     fn offer(&self, r: VoiceResponse, prompt: u8, links: &Links) -> VoiceResponse {
-        if prompt > self.max_prompts {
+        if prompt > self.max_prompts.get() {
             return r
                 .say(self.phrase(
                     "No key was pressed. The alert was not acknowledged. Goodbye.",
@@ -188,15 +209,38 @@ impl<'a> Script<'a> {
             .hangup()
     }
 
-    /// Key 1 that could not be passed on (the ledger or Step Functions unavailable): nothing
-    /// was acknowledged, so say so and offer the key again rather than confirm falsely.
+    /// Key 1 recorded but not confirmed by Step Functions (unavailable, or no answer): say so and
+    /// offer the key again rather than confirm falsely; the next key 1 sends it again.
     pub fn try_again(&self, prompt: u8, links: &Links) -> VoiceResponse {
         let r = VoiceResponse::new().say(self.phrase(
-            "Sorry, the acknowledgement could not be recorded. Please try again.",
-            "申し訳ありません。確認を記録できませんでした。もう一度お試しください。",
+            "Sorry, your key could not be confirmed. Please press 1 again.",
+            "申し訳ありません。確認を完了できませんでした。もう一度1を押してください。",
         ));
         // The same prompt: the person is there and pressing keys; no input still ends the call.
-        self.offer(r, prompt.min(self.max_prompts), links)
+        // Never prompt 0 (not a route) nor past the last.
+        self.offer(r, prompt.clamp(1, self.max_prompts.get()), links)
+    }
+
+    /// Past the last prompt, an acknowledgement Step Functions has not confirmed yet: the call
+    /// ends, and its final status sends it once more.
+    pub fn unconfirmed(&self) -> VoiceResponse {
+        VoiceResponse::new()
+            .say(self.phrase(
+                "Sorry, your key could not be confirmed yet. Goodbye.",
+                "申し訳ありません。確認を完了できませんでした。失礼いたします。",
+            ))
+            .hangup()
+    }
+
+    /// Key 1 that Step Functions refused (access denied, a bad request): pressing again cannot
+    /// help, so the call ends and the person knows nothing was acknowledged.
+    pub fn not_recorded(&self) -> VoiceResponse {
+        VoiceResponse::new()
+            .say(self.phrase(
+                "Sorry, your key could not be recorded. The alert was not acknowledged. Goodbye.",
+                "申し訳ありません。キー操作を記録できませんでした。アラートは未確認のままです。失礼いたします。",
+            ))
+            .hangup()
     }
 }
 
@@ -230,6 +274,35 @@ fn ledger_unavailable(key: &IdempotencyKey, prompt: u8, links: &Links) -> VoiceR
         )
 }
 
+/// `/alert` when the ledger could not be read: an apology (both languages) and the next prompt
+/// number, so that a short outage costs a prompt, not the call (Twilio's application error), and
+/// a long one ends at [`UNREAD_PROMPTS_CEILING`].
+fn step_unreadable(key: &IdempotencyKey, prompt: u8, links: &Links) -> VoiceResponse {
+    let next = prompt.saturating_add(1);
+    if next > UNREAD_PROMPTS_CEILING {
+        return VoiceResponse::new()
+            .say(
+                Say::new("申し訳ありません。アラートを読み込めませんでした。失礼いたします。")
+                    .language("ja-JP"),
+            )
+            .say(Say::new("Sorry, the alert could not be read. Goodbye.").language("en-US"))
+            .hangup();
+    }
+    VoiceResponse::new()
+        .say(
+            Say::new("申し訳ありません。アラートを読み込めませんでした。少々お待ちください。")
+                .language("ja-JP"),
+        )
+        .say(Say::new("Sorry, the alert could not be read. Please hold.").language("en-US"))
+        .redirect(
+            Redirect::new(links.to(&Route::Alert {
+                key: key.clone(),
+                prompt: next,
+            }))
+            .method(Method::Post),
+        )
+}
+
 /// Epoch seconds as RFC 3339 in UTC (`2026-11-25T14:36:31Z`).
 pub fn rfc3339(epoch_seconds: u64) -> String {
     let t = i64::try_from(epoch_seconds)
@@ -254,6 +327,19 @@ pub struct Alerts {
     pub escalations: Escalations,
 }
 
+/// What became of one `SendTaskSuccess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Step Functions took it.
+    Delivered,
+    /// Unavailable, or no answer: it may or may not have landed; send it again later.
+    Unavailable,
+    /// The step is over (it timed out, or an earlier send whose answer was lost took it).
+    Closed,
+    /// Refused: a deployment fault; sending again cannot help.
+    Refused,
+}
+
 impl Alerts {
     fn past_deadline(&self, record: &AlertRecord) -> bool {
         let now = self
@@ -265,7 +351,8 @@ impl Alerts {
         now >= record.step.step_deadline
     }
 
-    /// `/alert`: the prompt, or what the step's state calls for instead.
+    /// `/alert`: the prompt, or what the step's state calls for instead. Never an error: the
+    /// person is on the line (a 5xx would play them Twilio's application error).
     pub async fn call(
         &self,
         key: &IdempotencyKey,
@@ -273,23 +360,34 @@ impl Alerts {
         answered_by: Option<&str>,
         call_sid: &str,
         links: &Links,
-    ) -> Result<VoiceResponse, LedgerError> {
-        let Some(record) = self.ledger.alert_step(key).await? else {
-            warn!(call_sid, "alert call for a step the ledger does not hold");
-            return Ok(gone());
+    ) -> VoiceResponse {
+        let record = match self.ledger.alert_step(key).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                warn!(call_sid, "alert call for a step the ledger does not hold");
+                return gone();
+            }
+            Err(e) => {
+                warn!(call_sid, error = %e, prompt, "alert step unreadable: apologising, next prompt");
+                return step_unreadable(key, prompt, links);
+            }
         };
         let script = Script::of(&record);
         let step = &record.step;
         if is_machine(answered_by) {
             info!(call_sid, alert_id = %step.alert_id, attempt = step.attempt, answered_by, "alert call reached a machine: not acknowledged");
         }
-        Ok(if record.acknowledged.is_some() {
-            script.acknowledged()
-        } else if record.closed || self.past_deadline(&record) {
-            script.too_late()
-        } else {
-            script.prompt(prompt, answered_by, links)
-        })
+        match &record.acknowledged {
+            Some(_) if record.delivered => script.acknowledged(),
+            // Key 1 was recorded but not confirmed (the prompt came back after "press 1
+            // again"): send it again now.
+            Some(ack) => match self.deliver(&record, ack).await {
+                Delivery::Unavailable if prompt > step.max_prompts.get() => script.unconfirmed(),
+                delivery => script.after(delivery, prompt, links),
+            },
+            None if record.closed || self.past_deadline(&record) => script.too_late(),
+            None => script.prompt(prompt, answered_by, links),
+        }
     }
 
     /// `/alert-keys`: the key pressed at `prompt`. Never an error: the person is on the line,
@@ -319,10 +417,19 @@ impl Alerts {
             };
         }
         match self.ledger.acknowledge(key, call_sid).await {
-            Ok(AckOutcome::First(record)) => self.deliver(&record, prompt, links).await,
-            Ok(AckOutcome::Already(record)) => {
-                info!(call_sid, alert_id = %record.step.alert_id, "key 1 again on an acknowledged step: nothing sent");
+            Ok(AckOutcome::Already(record)) if record.delivered => {
+                info!(call_sid, alert_id = %record.step.alert_id, "key 1 again on a delivered acknowledgement: nothing sent");
                 Script::of(&record).acknowledged()
+            }
+            // `Already` and not delivered: a replay after "press 1 again", or the SDK's retry of
+            // our own write whose first answer was lost. Either way it is sent (again).
+            Ok(AckOutcome::First(record) | AckOutcome::Already(record)) => {
+                let Some(ack) = &record.acknowledged else {
+                    error!(call_sid, "an acknowledged step without its acknowledgement");
+                    return Script::of(&record).not_recorded();
+                };
+                let delivery = self.deliver(&record, ack).await;
+                Script::of(&record).after(delivery, prompt, links)
             }
             Ok(AckOutcome::TimedOut(record)) => {
                 info!(call_sid, alert_id = %record.step.alert_id, attempt = record.step.attempt, "key 1 after the step ended: not acknowledged");
@@ -339,14 +446,11 @@ impl Alerts {
         }
     }
 
-    /// Tells Step Functions about the acknowledgement the ledger just recorded.
-    async fn deliver(&self, record: &AlertRecord, prompt: u8, links: &Links) -> VoiceResponse {
-        let script = Script::of(record);
+    /// Sends the acknowledgement the ledger holds to Step Functions (one attempt), and records
+    /// that it was taken.
+    async fn deliver(&self, record: &AlertRecord, ack: &Acknowledgement) -> Delivery {
         let step = &record.step;
-        let Some(ack) = &record.acknowledged else {
-            // `First` always carries it; an item without it cannot be confirmed.
-            return script.try_again(prompt, links);
-        };
+        // The same document every time: built from what the ledger recorded.
         let output = json!({
             "acknowledged_by": step.contact,
             "acknowledged_at": rfc3339(ack.at),
@@ -358,46 +462,33 @@ impl Alerts {
         match self.escalations.succeed(&step.task_token, &output).await {
             Ok(()) => {
                 info!(call_sid, alert_id = %step.alert_id, attempt = step.attempt, "alert acknowledged");
-                script.acknowledged()
+                if let Err(e) = self.ledger.mark_delivered(&record.key).await {
+                    // Step Functions has it; only a later key or the final status would send it
+                    // again (and hear `TaskTimedOut`). Not the person's concern.
+                    error!(call_sid, alert_id = %step.alert_id, error = %e, "acknowledgement delivered but not recorded as delivered");
+                }
+                Delivery::Delivered
             }
             Err(SfnError::StepClosed(code)) => {
-                info!(call_sid, alert_id = %step.alert_id, code, "key 1 on a step Step Functions has closed: not acknowledged");
-                // Closed there: closed here too, so a replay is answered "timed out" again.
-                if self.retract(record, ack).await
-                    && let Err(e) = self.ledger.close_alert_step(&record.key).await
-                {
-                    warn!(call_sid, error = %e, "closed step not recorded as closed");
-                }
-                script.too_late()
+                info!(call_sid, alert_id = %step.alert_id, code, "acknowledgement for a step Step Functions has closed");
+                Delivery::Closed
+            }
+            Err(e @ SfnError::Unavailable(_)) => {
+                warn!(call_sid, alert_id = %step.alert_id, error = %e, "acknowledgement not confirmed by Step Functions: kept, to be sent again");
+                Delivery::Unavailable
             }
             Err(e) => {
-                error!(call_sid, alert_id = %step.alert_id, error = %e, "acknowledgement not delivered to Step Functions; asking the person to try again");
-                self.retract(record, ack).await;
-                script.try_again(prompt, links)
+                error!(call_sid, alert_id = %step.alert_id, error = %e, "Step Functions refused the acknowledgement: check the function's permissions");
+                Delivery::Refused
             }
         }
     }
 
-    /// Takes back an acknowledgement Step Functions did not take; `true` when it is gone.
-    async fn retract(
-        &self,
-        record: &AlertRecord,
-        ack: &twilio_voice::ledger::Acknowledgement,
-    ) -> bool {
-        match self.ledger.retract_acknowledgement(&record.key, ack).await {
-            Ok(retracted) => retracted,
-            Err(e) => {
-                // The ledger keeps an acknowledgement Step Functions never had: a replay would
-                // be answered as acknowledged, and the step ends at its timeout.
-                error!(call_sid = %ack.call_sid, alert_id = %record.step.alert_id, error = %e, "undelivered acknowledgement could not be taken back");
-                false
-            }
-        }
-    }
-
-    /// A status callback: at a final status of an alert call that nobody acknowledged, closes
-    /// the step and fails it, so the escalation moves on at once. `true` when this callback
-    /// failed the step. Only a ledger failure is an error (the callback may be sent again).
+    /// A status callback: at a final status of an alert call, fails the step if nobody
+    /// acknowledged it (so the escalation moves on at once), or sends an acknowledgement Step
+    /// Functions has not taken yet (key 1, then a hang-up while it was unavailable). `true` when
+    /// this callback resumed the step. Only a ledger failure is an error (the callback may be
+    /// sent again); a send that fails is logged, and the step's `TimeoutSeconds` ends it.
     pub async fn status(
         &self,
         call_sid: &str,
@@ -418,7 +509,19 @@ impl Alerts {
             return Ok(false);
         };
         let key = IdempotencyKey::new(key).map_err(|_| LedgerError::Malformed("request_key"))?;
-        // `None`: acknowledged, or another callback (or a refused call) closed it first.
+        let Some(record) = self.ledger.alert_step(&key).await? else {
+            return Ok(false);
+        };
+        if let Some(ack) = &record.acknowledged {
+            if record.delivered {
+                return Ok(false);
+            }
+            return Ok(self.deliver(&record, ack).await == Delivery::Delivered);
+        }
+        if record.closed {
+            return Ok(false);
+        }
+        // `None`: a key 1 or another callback (or a refused call) got there first.
         let Some(record) = self.ledger.close_alert_step(&key).await? else {
             return Ok(false);
         };
@@ -442,9 +545,23 @@ impl Alerts {
                 Ok(false)
             }
             Err(e) => {
+                // Closed in the ledger, so nothing sends it again: the step's TimeoutSeconds
+                // moves the escalation on, late.
                 error!(call_sid, alert_id = %step.alert_id, error = %e, "step not failed in Step Functions: the escalation goes on at the step's timeout");
                 Ok(false)
             }
+        }
+    }
+}
+
+impl Script<'_> {
+    /// What key 1 (or the prompt after "press 1 again") hears once the send is over.
+    fn after(&self, delivery: Delivery, prompt: u8, links: &Links) -> VoiceResponse {
+        match delivery {
+            Delivery::Delivered => self.acknowledged(),
+            Delivery::Unavailable => self.try_again(prompt, links),
+            Delivery::Closed => self.too_late(),
+            Delivery::Refused => self.not_recorded(),
         }
     }
 }
@@ -465,7 +582,7 @@ mod tests {
             message: "CPU使用率が高くなっています。",
             language,
             voice: Some("Polly.Takumi"),
-            max_prompts: 3,
+            max_prompts: NonZeroU8::new(3).unwrap(),
         }
     }
 
@@ -550,14 +667,41 @@ mod tests {
         let s = script(&key, "ja-JP");
         let xml = s.try_again(3, &links()).to_xml();
         assert!(
-            xml.contains("もう一度お試しください") && xml.contains("<Gather"),
+            xml.contains("もう一度1を押してください") && xml.contains("<Gather"),
             "{xml}"
         );
         assert!(!xml.contains("確認を受け付けました"), "{xml}");
         assert!(xml.contains("prompt=3"), "{xml}");
+        // Never a prompt the routes refuse (0), never past the last.
+        assert!(
+            s.try_again(0, &links())
+                .to_xml()
+                .contains("prompt=1\" method")
+        );
+        assert!(
+            s.try_again(9, &links())
+                .to_xml()
+                .contains("prompt=3\" method")
+        );
+        assert!(s.not_recorded().to_xml().ends_with("<Hangup/></Response>"));
         assert!(s.acknowledged().to_xml().contains("確認を受け付けました"));
         assert!(s.too_late().to_xml().contains("応答期限"));
         assert!(gone().to_xml().ends_with("<Hangup/></Response>"));
+    }
+
+    #[test]
+    fn an_unreadable_step_costs_a_prompt_and_ends_at_the_ceiling() {
+        let key = key();
+        let xml = step_unreadable(&key, 2, &links()).to_xml();
+        assert!(
+            xml.contains("could not be read") && xml.contains("prompt=3</Redirect>"),
+            "{xml}"
+        );
+        let last = step_unreadable(&key, UNREAD_PROMPTS_CEILING, &links()).to_xml();
+        assert!(
+            !last.contains("<Redirect") && last.ends_with("<Hangup/></Response>"),
+            "{last}"
+        );
     }
 
     #[test]

@@ -319,20 +319,29 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
             call_duration = param("CallDuration").unwrap_or(""),
             "call status"
         );
-        let recorded = match &app.outcomes {
-            Some(outcomes) => outcomes.status(param).await,
-            None => Ok(None),
+        // Ours, the alert step's and the caller's own callback at once: each is bounded by its
+        // client's timeouts (about 3 s), and none waits behind another's slow dependency.
+        let recorded = async {
+            match &app.outcomes {
+                Some(outcomes) => outcomes.status(param).await,
+                None => Ok(None),
+            }
         };
-        // An alert call's final status without key 1 moves its escalation on.
-        let alert = match &app.alerts {
-            Some(alerts) => alert_status(alerts, &param).await,
-            None => Ok(()),
+        // An alert call's final status moves its escalation on.
+        let alert = async {
+            match &app.alerts {
+                Some(alerts) => alert_status(alerts, &param).await,
+                None => Ok(()),
+            }
         };
-        // The caller's own callback gets it whatever became of ours: their endpoint does not
+        // The caller's own callback gets it whatever becomes of ours: their endpoint does not
         // depend on our ledger, bus or state machine.
-        if let Some(target) = webhook.forward_to() {
-            forward(app, &webhook, &target, &tokens.current).await;
-        }
+        let forwarded = async {
+            if let Some(target) = webhook.forward_to() {
+                forward(app, &webhook, &target, &tokens.current).await;
+            }
+        };
+        let (recorded, alert, ()) = tokio::join!(recorded, alert, forwarded);
         alert?;
         match recorded {
             Ok(Some(completed)) => {
@@ -377,10 +386,11 @@ async fn answer(event: &ApiGatewayV2httpRequest, app: &App) -> Result<Option<Str
         // Not configured: these routes do not exist.
         let alerts = app.alerts.as_ref().ok_or(Rejection::NotFound)?;
         let twiml = match &webhook.route {
-            Route::Alert { .. } => alerts
-                .call(key, *prompt, param("AnsweredBy"), call_sid, &links)
-                .await
-                .map_err(|e| Rejection::Unavailable(e.to_string()))?,
+            Route::Alert { .. } => {
+                alerts
+                    .call(key, *prompt, param("AnsweredBy"), call_sid, &links)
+                    .await
+            }
             _ => {
                 info!(
                     call_sid,

@@ -7,6 +7,7 @@
 //! counted on the wire: every Step Functions request incoming-call makes passes an interceptor.
 
 use std::borrow::Cow;
+use std::num::NonZeroU8;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -178,7 +179,7 @@ async fn stack(name: &str, language: &str, deadline: u64) -> Stack {
             language: language.into(),
             voice: Some("Polly.Takumi".into()),
         },
-        max_prompts: 3,
+        max_prompts: NonZeroU8::new(3).unwrap(),
         task_token: TaskToken::new(token.clone()).unwrap(),
         step_deadline: deadline,
     };
@@ -507,31 +508,55 @@ async fn a_machine_hears_a_notice_and_never_acknowledges() {
     assert_eq!(cause["answered_by"], "machine_end_beep");
 }
 
+/// Escalations whose every request fails to connect (nothing listens on port 9 of loopback).
+fn unreachable_step_functions() -> Escalations {
+    let down = test_support::aws_config("http://127.0.0.1:9");
+    Escalations::new(twilio_voice::aws::stepfunctions(&down))
+}
+
+/// Escalations on mocked Step Functions that retries as the shared configuration does.
+fn mocked_step_functions(rules: &[&aws_smithy_mocks::Rule]) -> Escalations {
+    Escalations::new(aws_smithy_mocks::mock_client!(
+        aws_sdk_sfn,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        rules,
+        |c| c.retry_config(
+            aws_sdk_sfn::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1))
+        )
+    ))
+}
+
+fn error_code(code: &str) -> aws_smithy_types::error::ErrorMetadata {
+    aws_smithy_types::error::ErrorMetadata::builder()
+        .code(code)
+        .build()
+}
+
 #[tokio::test]
 #[ignore = "needs moto_server (make test runs it)"]
-async fn step_functions_unavailable_asks_to_try_again_and_the_retry_acknowledges() {
+async fn step_functions_unavailable_keeps_the_key_and_the_next_key_delivers_it() {
     let mut s = stack("alarm-db-cpu-6", "en-US", now() + 120).await;
     let working = s.app.alerts.as_ref().unwrap().escalations.clone();
-    // Nothing listens on port 9 of loopback: every Step Functions request fails to connect.
-    let down = test_support::aws_config("http://127.0.0.1:9");
-    s.app.alerts.as_mut().unwrap().escalations =
-        Escalations::new(twilio_voice::aws::stepfunctions(&down));
+    s.app.alerts.as_mut().unwrap().escalations = unreachable_step_functions();
 
-    let (code, twiml) = s.post(&s.path("alert-keys", 2), &keys("1")).await;
-    assert_eq!(code, 200);
-    assert!(
-        twiml.contains("could not be recorded. Please try again."),
-        "{twiml}"
-    );
-    assert!(
-        twiml.contains("<Gather") && !twiml.contains("has been acknowledged"),
-        "{twiml}"
-    );
-    let record = s.ledger.alert_step(&s.key).await.unwrap().unwrap();
-    assert_eq!(
-        record.acknowledged, None,
-        "the undelivered acknowledgement stayed"
-    );
+    for _ in 0..2 {
+        let (code, twiml) = s.post(&s.path("alert-keys", 2), &keys("1")).await;
+        assert_eq!(code, 200);
+        assert!(
+            twiml.contains("could not be confirmed. Please press 1 again."),
+            "{twiml}"
+        );
+        assert!(
+            twiml.contains("<Gather") && !twiml.contains("has been acknowledged"),
+            "{twiml}"
+        );
+        // Kept, undelivered: a key 1 while Step Functions is still down never hears a
+        // confirmation.
+        let record = s.ledger.alert_step(&s.key).await.unwrap().unwrap();
+        assert!(record.acknowledged.is_some() && !record.delivered);
+    }
 
     s.app.alerts.as_mut().unwrap().escalations = working;
     let (_, twiml) = s.post(&s.path("alert-keys", 2), &keys("1")).await;
@@ -539,6 +564,206 @@ async fn step_functions_unavailable_asks_to_try_again_and_the_retry_acknowledges
     let done = s.execution_after(Duration::from_secs(30)).await;
     assert_eq!(done.status.as_str(), "SUCCEEDED");
     assert_eq!(s.wire.count("SendTaskSuccess"), 1);
+    assert!(
+        s.ledger
+            .alert_step(&s.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivered
+    );
+    // Delivered: a replay sends nothing.
+    let (_, twiml) = s.post(&s.path("alert-keys", 2), &keys("1")).await;
+    assert!(twiml.contains("has been acknowledged"), "{twiml}");
+    assert_eq!(s.wire.count("SendTaskSuccess"), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn an_acknowledgement_whose_answer_was_lost_is_still_delivered() {
+    let s = stack("alarm-db-cpu-7", "en-US", now() + 120).await;
+    // The ledger took key 1 but its answer never came back (the SDK's retry is then refused by
+    // the condition): the item is acknowledged and nothing was sent.
+    s.ledger.acknowledge(&s.key, SID).await.unwrap();
+
+    let (code, twiml) = s.post(&s.path("alert-keys", 1), &keys("1")).await;
+    assert_eq!(code, 200);
+    assert!(twiml.contains("has been acknowledged"), "{twiml}");
+    let done = s.execution_after(Duration::from_secs(30)).await;
+    assert_eq!(done.status.as_str(), "SUCCEEDED");
+    assert_eq!(s.wire.count("SendTaskSuccess"), 1);
+    assert!(
+        s.ledger
+            .alert_step(&s.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivered
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_key_then_a_hang_up_while_step_functions_was_down_is_delivered_at_the_final_status() {
+    let mut s = stack("alarm-db-cpu-8", "ja-JP", now() + 120).await;
+    let working = s.app.alerts.as_ref().unwrap().escalations.clone();
+    s.app.alerts.as_mut().unwrap().escalations = unreachable_step_functions();
+    let (_, twiml) = s.post(&s.path("alert-keys", 1), &keys("1")).await;
+    assert!(twiml.contains("もう一度1を押してください"), "{twiml}");
+
+    s.app.alerts.as_mut().unwrap().escalations = working;
+    for _ in 0..2 {
+        let (code, _) = s
+            .post("/status", &pairs(&status("completed", "5", Some("human"))))
+            .await;
+        assert_eq!(code, 204);
+    }
+    let done = s.execution_after(Duration::from_secs(30)).await;
+    assert_eq!(done.status.as_str(), "SUCCEEDED");
+    assert_eq!(
+        s.wire.count("SendTaskSuccess"),
+        1,
+        "sent once, not per callback"
+    );
+    assert_eq!(s.wire.count("SendTaskFailure"), 0);
+    assert!(
+        s.ledger
+            .alert_step(&s.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivered
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_send_whose_answer_was_lost_asks_again_and_never_says_too_late() {
+    use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
+    use aws_sdk_sfn::types::error::TaskTimedOut;
+    let mut s = stack("alarm-db-cpu-9", "en-US", now() + 120).await;
+    // The first SendTaskSuccess lands, its answer is lost (a 500 stands for it); Step Functions
+    // would answer a second one TaskTimedOut.
+    let rule = aws_smithy_mocks::mock!(aws_sdk_sfn::Client::send_task_success)
+        .sequence()
+        .http_status(500, None)
+        .error(|| {
+            SendTaskSuccessError::TaskTimedOut(
+                TaskTimedOut::builder()
+                    .meta(error_code("TaskTimedOut"))
+                    .build(),
+            )
+        })
+        .build();
+    s.app.alerts.as_mut().unwrap().escalations = mocked_step_functions(&[&rule]);
+    let (code, twiml) = s.post(&s.path("alert-keys", 1), &keys("1")).await;
+    assert_eq!(code, 200);
+    assert!(
+        twiml.contains("Please press 1 again") && !twiml.contains("timed out"),
+        "{twiml}"
+    );
+    assert_eq!(rule.num_calls(), 1);
+    let record = s.ledger.alert_step(&s.key).await.unwrap().unwrap();
+    assert!(record.acknowledged.is_some() && !record.delivered);
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn step_functions_refusing_the_key_ends_the_call_instead_of_asking_forever() {
+    use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
+    let mut s = stack("alarm-db-cpu-10", "en-US", now() + 120).await;
+    let rule = aws_smithy_mocks::mock!(aws_sdk_sfn::Client::send_task_success)
+        .then_error(|| SendTaskSuccessError::generic(error_code("AccessDeniedException")));
+    s.app.alerts.as_mut().unwrap().escalations = mocked_step_functions(&[&rule]);
+    let (logs, _guard) = test_support::LogCapture::install(tracing::Level::INFO);
+    let (code, twiml) = s.post(&s.path("alert-keys", 1), &keys("1")).await;
+    assert_eq!(code, 200);
+    assert!(
+        twiml.contains("could not be recorded. The alert was not acknowledged."),
+        "{twiml}"
+    );
+    assert!(
+        !twiml.contains("<Gather") && twiml.ends_with("<Hangup/></Response>"),
+        "{twiml}"
+    );
+    assert!(logs.text().contains("ERROR"), "{}", logs.text());
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn the_ledger_unavailable_on_the_prompt_apologises_and_comes_back_bounded() {
+    let mut s = stack("alarm-db-cpu-11", "en-US", now() + 120).await;
+    let down = test_support::aws_config("http://127.0.0.1:9");
+    s.app.alerts.as_mut().unwrap().ledger =
+        Ledger::new(twilio_voice::aws::dynamodb(&down), "ledger");
+    let (code, twiml) = s.post(&s.path("alert", 1), &[("CallSid", SID)]).await;
+    assert_eq!(code, 200, "{twiml}");
+    assert!(
+        twiml.contains("could not be read") && twiml.contains("prompt=2</Redirect>"),
+        "{twiml}"
+    );
+    let (code, twiml) = s.post(&s.path("alert", 5), &[("CallSid", SID)]).await;
+    assert_eq!(code, 200);
+    assert!(
+        !twiml.contains("<Redirect") && twiml.ends_with("<Hangup/></Response>"),
+        "{twiml}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs moto_server (make test runs it)"]
+async fn a_slow_ledger_delays_neither_the_forward_nor_the_alert_step() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    let mut s = stack("alarm-db-cpu-12", "en-US", now() + 120).await;
+    // A ledger that takes connections and never answers: the outcomes' work lasts its whole
+    // operation timeout (3 s).
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    let slow = twilio_voice::aws::sdk_config(
+        test_support::vars(&[
+            ("AWS_REGION", "ap-northeast-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+        ]),
+        twilio_voice::aws::Resilience::default(),
+    )
+    .unwrap();
+    s.app.outcomes.as_mut().unwrap().ledger =
+        Ledger::new(twilio_voice::aws::dynamodb(&slow), "ledger");
+    let theirs = MockServer::start().await;
+    let arrived: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
+    let seen = arrived.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            *seen.lock().unwrap() = Some(tokio::time::Instant::now());
+            ResponseTemplate::new(204)
+        })
+        .mount(&theirs)
+        .await;
+    let path = format!(
+        "/status?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("forward", &format!("{}/their-status", theirs.uri()))
+            .finish()
+    );
+    let started = tokio::time::Instant::now();
+    let (code, _) = s.post(&path, &pairs(&status("completed", "4", None))).await;
+    let took = started.elapsed();
+    // Ours failed: 503, as before.
+    assert_eq!(code, 503);
+    assert!(
+        took >= Duration::from_secs(2),
+        "the slow ledger was not asked: {took:?}"
+    );
+    let forwarded = arrived.lock().unwrap().expect("forwarded") - started;
+    assert!(
+        forwarded < Duration::from_secs(1),
+        "the forward waited {forwarded:?} behind the ledger"
+    );
+    // The alert step was failed too, on its own (fast) ledger.
+    assert_eq!(s.wire.count("SendTaskFailure"), 1);
+    drop(hole);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! - the **execution names** that keep one alarm to one escalation ([`execution_name`]).
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU8;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_smithy_types::DateTime;
@@ -242,7 +243,7 @@ pub struct EscalationPolicy {
     pub step_timeout_seconds: u32,
     pub language: Language,
     pub voice: Option<String>,
-    pub max_prompts: u8,
+    pub max_prompts: NonZeroU8,
 }
 
 #[derive(Deserialize)]
@@ -445,7 +446,7 @@ impl EscalationPolicy {
             step_timeout_seconds,
             language,
             voice,
-            max_prompts: doc.max_prompts,
+            max_prompts: NonZeroU8::new(doc.max_prompts).expect("checked above: 1 to 5"),
         })
     }
 
@@ -501,7 +502,7 @@ impl EscalationPolicy {
 pub struct Plan {
     pub alert_id: String,
     pub speech: Speech,
-    pub max_prompts: u8,
+    pub max_prompts: NonZeroU8,
     /// For `Alert Unacknowledged`.
     pub rounds: u32,
     pub attempts: Vec<Attempt>,
@@ -550,7 +551,7 @@ pub struct AlertCall {
     pub round: u32,
     pub contact: Contact,
     pub speech: Speech,
-    pub max_prompts: u8,
+    pub max_prompts: NonZeroU8,
     pub ring_timeout_seconds: u32,
     pub step_timeout_seconds: u32,
     /// `$$.State.EnteredTime`: when the task's timeout started.
@@ -744,7 +745,7 @@ mod tests {
             ]
         );
         assert_eq!(plan.rounds, 2);
-        assert_eq!(plan.max_prompts, 3);
+        assert_eq!(plan.max_prompts.get(), 3);
         assert_eq!(plan.attempts[0].step_timeout_seconds, 30 + 3 * 60 + 30);
         assert_eq!(plan.speech.language, "ja-JP");
         assert_eq!(plan.speech.voice.as_deref(), Some("Polly.Takumi"));

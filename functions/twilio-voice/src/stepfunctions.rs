@@ -7,6 +7,7 @@
 use std::fmt;
 
 use aws_sdk_sfn::Client;
+use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 
 /// A `$$.Task.Token`.
@@ -75,6 +76,7 @@ const CLOSED: &[&str] = &["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"];
 /// Error codes after which the same request may succeed later.
 const TRANSIENT: &[&str] = &[
     "ThrottlingException",
+    "KmsThrottlingException",
     "Throttling",
     "TooManyRequestsException",
     "ServiceUnavailable",
@@ -143,30 +145,44 @@ impl Escalations {
         Ok(None)
     }
 
-    /// Resumes the waiting step with `output` (a JSON document).
+    /// Resumes the waiting step with `output` (a JSON document), in one attempt: see
+    /// [`once`].
     pub async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
         self.client
             .send_task_success()
             .task_token(token.expose())
             .output(output)
+            .customize()
+            .config_override(once())
             .send()
             .await
             .map_err(classify)?;
         Ok(())
     }
 
-    /// Fails the waiting step with `error` (what a `Catch` matches) and `cause` (up to 32 KB).
+    /// Fails the waiting step with `error` (what a `Catch` matches) and `cause` (up to 32 KB),
+    /// in one attempt: see [`once`].
     pub async fn fail(&self, token: &TaskToken, error: &str, cause: &str) -> Result<(), SfnError> {
         self.client
             .send_task_failure()
             .task_token(token.expose())
             .error(error)
             .cause(cause)
+            .customize()
+            .config_override(once())
             .send()
             .await
             .map_err(classify)?;
         Ok(())
     }
+}
+
+/// No SDK retry for resuming a step: when a first attempt lands but its answer is lost (a
+/// timeout, a dropped connection), a retry is answered `TaskTimedOut` (the step is over: we
+/// closed it), which would read as "too late" for an acknowledgement Step Functions took. One
+/// attempt turns that into `Unavailable`, and the caller decides whether to send it again.
+fn once() -> aws_sdk_sfn::config::Builder {
+    aws_sdk_sfn::config::Builder::new().retry_config(RetryConfig::standard().with_max_attempts(1))
 }
 
 fn classify<E: ProvideErrorMetadata>(
@@ -196,6 +212,7 @@ fn classify<E: ProvideErrorMetadata>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_sfn::operation::send_task_failure::SendTaskFailureError;
     use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
     use aws_sdk_sfn::operation::start_execution::StartExecutionError;
     use aws_sdk_sfn::types::error::{ExecutionAlreadyExists, TaskTimedOut};
@@ -231,6 +248,78 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, SfnError::StepClosed("TaskTimedOut".into()));
         assert!(!err.is_retryable());
+    }
+
+    /// A client that retries as the shared SDK configuration does (three attempts), quickly.
+    fn retrying(rules: &[&aws_smithy_mocks::Rule]) -> Client {
+        mock_client!(aws_sdk_sfn, RuleMode::MatchAny, rules, |c| c.retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(std::time::Duration::from_millis(1))
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_unavailable_never_a_retry_that_finds_the_step_closed() {
+        // The first SendTaskSuccess lands but its answer is lost (a 5xx stands for it); an SDK
+        // retry would be answered TaskTimedOut, our own success read as "too late".
+        let success = mock!(Client::send_task_success)
+            .sequence()
+            .http_status(500, None)
+            .error(|| {
+                SendTaskSuccessError::TaskTimedOut(
+                    TaskTimedOut::builder().meta(code("TaskTimedOut")).build(),
+                )
+            })
+            .build();
+        let failure = mock!(Client::send_task_failure)
+            .sequence()
+            .http_status(500, None)
+            .error(|| {
+                SendTaskFailureError::TaskTimedOut(
+                    TaskTimedOut::builder().meta(code("TaskTimedOut")).build(),
+                )
+            })
+            .build();
+        let escalations = Escalations::new(retrying(&[&success, &failure]));
+        let token = TaskToken::new("t").unwrap();
+        let err = escalations.succeed(&token, "{}").await.unwrap_err();
+        assert!(matches!(err, SfnError::Unavailable(_)), "{err:?}");
+        assert_eq!(success.num_calls(), 1, "SendTaskSuccess was retried");
+        let err = escalations.fail(&token, "E", "{}").await.unwrap_err();
+        assert!(matches!(err, SfnError::Unavailable(_)), "{err:?}");
+        assert_eq!(failure.num_calls(), 1, "SendTaskFailure was retried");
+
+        // The same client does retry other operations: the single attempt is the resume's own.
+        let start = mock!(Client::start_execution)
+            .sequence()
+            .http_status(500, None)
+            .output(|| {
+                aws_sdk_sfn::operation::start_execution::StartExecutionOutput::builder()
+                    .execution_arn("arn:aws:states:us-east-1:1:execution:a:n")
+                    .start_date(aws_smithy_types::DateTime::from_secs(0))
+                    .build()
+                    .unwrap()
+            })
+            .build();
+        Escalations::new(retrying(&[&start]))
+            .start("arn:aws:states:us-east-1:1:stateMachine:a", "n", "{}")
+            .await
+            .unwrap();
+        assert_eq!(start.num_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn kms_throttling_is_retryable() {
+        let rule = mock!(Client::send_task_success)
+            .then_error(|| SendTaskSuccessError::generic(code("KmsThrottlingException")));
+        let client = mock_client!(aws_sdk_sfn, RuleMode::Sequential, [&rule]);
+        let err = Escalations::new(client)
+            .succeed(&TaskToken::new("t").unwrap(), "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(err, SfnError::Unavailable("KmsThrottlingException".into()));
+        assert!(err.is_retryable());
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //! | `task_token` | S | the step's `$$.Task.Token`: a bearer credential, never logged, never in a URL |
 //! | `alert_step` | S | JSON: alert ID, attempt, contact, speech, prompts (what the call says) |
 //! | `step_deadline` | N | epoch seconds after which the step has timed out: a key pressed later does not acknowledge |
-//! | `acknowledged_at`, `acknowledged_call_sid` | N, S | set once, by the first key `1` before the deadline |
+//! | `acknowledged_at`, `acknowledged_call_sid` | N, S | set once, by the first key `1` before the deadline; never removed |
+//! | `delivered_at` | N | set once Step Functions took the acknowledgement (`SendTaskSuccess` answered): until then, every key `1` and the call's final status send it again |
 //! | `closed_at` | N | set once, by whoever ended the step without an acknowledgement (a final status, a refused call) |
 //!
 //! The webhooks' request names the item (`key` in the signed URL), so the call's first webhook
@@ -18,6 +19,8 @@
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use std::num::NonZeroU8;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -57,8 +60,9 @@ pub struct AlertStep {
     pub attempt: u32,
     pub contact: Contact,
     pub speech: Speech,
-    /// How many times the message is offered before the call hangs up unacknowledged.
-    pub max_prompts: u8,
+    /// How many times the message is offered before the call hangs up unacknowledged (at least
+    /// once: a step that never offers the key could never be acknowledged).
+    pub max_prompts: NonZeroU8,
     pub task_token: TaskToken,
     /// Epoch seconds.
     pub step_deadline: u64,
@@ -87,7 +91,7 @@ struct StepDocument {
     attempt: u32,
     contact: Contact,
     speech: Speech,
-    max_prompts: u8,
+    max_prompts: NonZeroU8,
 }
 
 /// The first key `1` before the deadline.
@@ -106,6 +110,9 @@ pub struct AlertRecord {
     pub state: RequestState,
     pub call_sid: Option<String>,
     pub acknowledged: Option<Acknowledgement>,
+    /// Step Functions took the acknowledgement (`delivered_at`). An acknowledgement that is
+    /// not delivered yet is sent again by the next key `1` or the call's final status.
+    pub delivered: bool,
     /// Ended without an acknowledgement (a final status, a refused call).
     pub closed: bool,
 }
@@ -115,7 +122,8 @@ pub struct AlertRecord {
 pub enum AckOutcome {
     /// This key acknowledged the step: resume it.
     First(AlertRecord),
-    /// Acknowledged before (a replayed webhook): nothing more to do.
+    /// Acknowledged before (a replayed webhook, or a retry of this write whose first answer was
+    /// lost): send it on unless it is `delivered`.
     Already(AlertRecord),
     /// The deadline passed, or the step ended without an acknowledgement: the key counts for
     /// nothing.
@@ -215,32 +223,25 @@ impl Ledger {
         }
     }
 
-    /// Takes back an acknowledgement that could not be delivered to Step Functions (it was
-    /// unavailable), so that the person can press `1` again. Only the acknowledgement `ack`
-    /// is removed; `false` if it is no longer there.
-    pub async fn retract_acknowledgement(
-        &self,
-        key: &IdempotencyKey,
-        ack: &Acknowledgement,
-    ) -> Result<bool, LedgerError> {
-        let result = self
-            .client
+    /// Records that Step Functions took the acknowledgement (`SendTaskSuccess` answered), so
+    /// that later keys and the final status send nothing. Setting it again changes nothing.
+    pub async fn mark_delivered(&self, key: &IdempotencyKey) -> Result<(), LedgerError> {
+        self.client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("{REQUEST}{key}")))
-            .update_expression("REMOVE acknowledged_at, acknowledged_call_sid")
-            .condition_expression("acknowledged_at = :at AND acknowledged_call_sid = :sid")
-            .expression_attribute_values(":at", n(ack.at))
-            .expression_attribute_values(":sid", s(&ack.call_sid))
+            .update_expression("SET delivered_at = if_not_exists(delivered_at, :now)")
+            .condition_expression("attribute_exists(acknowledged_at)")
+            .expression_attribute_values(":now", n(self.now()))
             .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("UpdateItem", e)),
-        }
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                SdkError::ServiceError(e) if e.err().is_conditional_check_failed_exception() => {
+                    LedgerError::Malformed("acknowledged_at")
+                }
+                e => sdk_error("UpdateItem", e),
+            })
     }
 
     /// Ends the step without an acknowledgement, once: `Some(record)` for the one caller that
@@ -308,6 +309,7 @@ fn alert_record(key: &IdempotencyKey, item: &Item) -> Result<AlertRecord, Ledger
         },
         state: request.state,
         call_sid: request.call_sid,
+        delivered: acknowledged.is_some() && item.contains_key("delivered_at"),
         acknowledged,
         closed: item.contains_key("closed_at"),
     })
@@ -331,7 +333,7 @@ mod tests {
                 language: "ja-JP".into(),
                 voice: None,
             },
-            max_prompts: 3,
+            max_prompts: NonZeroU8::new(3).unwrap(),
             task_token: TaskToken::new("secret-token").unwrap(),
             step_deadline: 0,
         };
