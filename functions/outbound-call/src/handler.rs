@@ -185,14 +185,21 @@ pub async fn handle_invocation(
     Ok(json!({"call_sid": placed.created.sid, "status": placed.created.status}))
 }
 
-/// `POST /alerts` (every other path is `/calls`).
+/// `POST /alerts` (every other route is `/calls`): the API's route key, which a stage name or a
+/// custom domain's base path does not change; the path where no route key is given.
 fn is_alerts_route(request: &ApiGatewayV2httpRequest) -> bool {
-    request.request_context.http.method == Method::POST
-        && request
-            .raw_path
-            .as_deref()
-            .or(request.request_context.http.path.as_deref())
-            == Some("/alerts")
+    match request.route_key.as_deref() {
+        Some("POST /alerts") => true,
+        Some(key) if key.starts_with("POST /") || key.starts_with("ANY /") => false,
+        _ => {
+            request.request_context.http.method == Method::POST
+                && request
+                    .raw_path
+                    .as_deref()
+                    .or(request.request_context.http.path.as_deref())
+                    == Some("/alerts")
+        }
+    }
 }
 
 /// A schedule's input: Scheduler fills in `<aws.scheduler.schedule-arn>` and
@@ -631,6 +638,26 @@ pub(crate) fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_have_their_own_route() {
+        let request = |route_key: Option<&str>, path: &str| {
+            let mut e: ApiGatewayV2httpRequest =
+                serde_json::from_str(include_str!("../../../events/outbound-call-http-api.json"))
+                    .unwrap();
+            e.route_key = route_key.map(str::to_owned);
+            e.raw_path = Some(path.to_owned());
+            e
+        };
+        assert!(is_alerts_route(&request(
+            Some("POST /alerts"),
+            "/prod/alerts"
+        )));
+        assert!(!is_alerts_route(&request(Some("POST /calls"), "/calls")));
+        assert!(!is_alerts_route(&request(Some("POST /calls"), "/alerts")));
+        assert!(is_alerts_route(&request(Some("$default"), "/alerts")));
+        assert!(!is_alerts_route(&request(None, "/calls")));
+    }
 
     /// README's error table is the contract callers read: it lists every class of the one table
     /// (`ErrorClass::describe`) with the same type and status, and nothing else.
