@@ -14,7 +14,7 @@ DEV_AUTH_TOKEN := 0123456789abcdef0123456789abcdef
 ROUTE ?= voice
 EVENT ?= events/outbound-call-say-ja.json
 
-.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sim-check sam-build wire-number dev call call-unsigned place-call dev-events enqueue enqueue-check
+.PHONY: bench check fuzz fuzz-smoke test test-deps lint unit dev-stack template wire-number-check sim-check sam-build wire-number dev call call-unsigned place-call dev-events alarm enqueue enqueue-check
 
 # The inner loop: no stand-ins, no installs (tests that need moto, Prism or the venv are
 # #[ignore]d with the reason). Under two minutes on a warm target/.
@@ -152,6 +152,15 @@ dev-events:
 
 place-call:
 	@$(VENV)/bin/cargo-lambda lambda invoke outbound-call -A 127.0.0.1 -P $(LAMBDA_PORT) --data-file $(EVENT)
+
+# Phone alerts end to end on `make dev DEV_TWILIO=sim`: a CloudWatch alarm entering ALARM goes to
+# outbound-call, this plays the bulk-calls queue's event source mapping, and the simulator's
+# calls and keypresses are printed until the escalation ends, then its Alert event.
+DEV_STATE_DIR ?= $(or $(TMPDIR),/tmp)/twilio-lambda-rs-dev
+ALARM_EVENT ?= events/outbound-call-alarm.json
+alarm:
+	@$(VENV)/bin/python .ci/dev/alarm.py http://127.0.0.1:$(SSM_PORT) http://127.0.0.1:$(LAMBDA_PORT) \
+		$(ALARM_EVENT) $(DEV_STATE_DIR)/twilio-sim.log dev-bulk-calls dev-events
 
 # Bulk calls: each line of FILE is one call event, sent to the stack's BulkCallsQueue (or
 # QUEUE_URL) ten at a time.

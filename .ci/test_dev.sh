@@ -84,8 +84,33 @@ for port in "$SSM_PORT" "$TWILIO_PORT" "$LAMBDA_PORT"; do
   check "port $port released" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null"
 done
 
+# Phone alerts: make dev with the Twilio simulator in Prism's place, and a CloudWatch alarm
+# through it (the dev policy: the first contact does not answer, the second presses *, then 1).
+out_sim=$DEV_STATE_DIR/make-dev-sim.out
+DEV_TWILIO=sim setsid .ci/dev/run.sh >"$out_sim" 2>&1 &
+dev_pid=$!
+for _ in $(seq 1 600); do
+  grep -q "^Running" "$out_sim" && break
+  kill -0 "$dev_pid" 2>/dev/null || break
+  sleep 1
+done
+check "make dev DEV_TWILIO=sim becomes ready" grep -q "^Running" "$out_sim"
+r=$(timeout 300 make --no-print-directory alarm SSM_PORT="$SSM_PORT" LAMBDA_PORT="$LAMBDA_PORT" \
+      DEV_STATE_DIR="$DEV_STATE_DIR" 2>&1)
+echo "$r" >"$DEV_STATE_DIR/make-alarm.out"
+check "make alarm: the escalation starts" grep -q '"started": true' <<<"$r"
+check "make alarm: the first contact does not answer" grep -q 'no-answer' <<<"$r"
+check "make alarm: the second presses 1 and hears the confirmation" grep -q '確認を受け付けました' <<<"$r"
+check "make alarm: Alert Acknowledged after 2 calls" grep -q 'Alert Acknowledged: .*"calls": 2' <<<"$r"
+kill -TERM "$dev_pid"
+for _ in $(seq 1 30); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 1; done
+strays=$(pgrep -f -- "-p $SSM_PORT|--port $TWILIO_PORT|-P $LAMBDA_PORT|target/debug/(incoming|outbound)-call" || true)
+check "make dev DEV_TWILIO=sim leaves nothing running" test -z "$strays"
+
 if [ "$failed" -ne 0 ]; then
   echo "--- make dev output"; cat "$out"
+  echo "--- make dev DEV_TWILIO=sim output"; cat "$out_sim" 2>/dev/null
+  echo "--- make alarm output"; cat "$DEV_STATE_DIR/make-alarm.out" 2>/dev/null
   for log in "$DEV_STATE_DIR"/*.log; do echo "--- $log (tail)"; tail -20 "$log"; done
 fi
 rm -rf "$DEV_STATE_DIR"

@@ -54,17 +54,37 @@ for port in "$SSM_PORT" "$TWILIO_PORT" "$LAMBDA_PORT"; do
 done
 
 echo "== SSM: moto_server on 127.0.0.1:$SSM_PORT"
-start moto "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$SSM_PORT"
+# MOTO_PORT: the alert state machine's tasks call back into the server that runs them.
+start moto env MOTO_PORT="$SSM_PORT" "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$SSM_PORT"
 wait_for "moto_server" 60 curl -sf "http://127.0.0.1:$SSM_PORT/moto-api/"
+curl -sf -X POST -H 'content-type: application/json' -d '{"stepfunctions": {"execute_state_machine": true}}' \
+  "http://127.0.0.1:$SSM_PORT/moto-api/config" >/dev/null
 "$ROOT/.venv/bin/python" .ci/dev/seed_ssm.py "http://127.0.0.1:$SSM_PORT" "$PREFIX" .ci/dev/call-flow.json
 LEDGER_TABLE=twilio-lambda-rs-dev-ledger EVENTS_QUEUE=dev-events BULK_QUEUE=dev-bulk-calls
 "$ROOT/.venv/bin/python" .ci/dev/seed_aws.py "http://127.0.0.1:$SSM_PORT" \
   "$LEDGER_TABLE" "$EVENTS_QUEUE" "$BULK_QUEUE"
+# Phone alerts: the escalation state machine and the policies (`make alarm`).
+ALERT_STATE_MACHINE_ARN=$("$ROOT/.venv/bin/python" .ci/dev/seed_alerts.py "http://127.0.0.1:$SSM_PORT" \
+  "$BULK_QUEUE" "$PREFIX/escalation-policies" | tee /dev/stderr | tail -1)
 
+if [[ "${DEV_TWILIO:-prism}" == sim ]]; then
+  # The Twilio voice simulator instead of Prism: calls ring scripted phones (the first dev
+  # contact does not answer, the second presses * then 1), fetch incoming-call's TwiML through
+  # cargo lambda watch, and every webhook is signed with the dev token. `make alarm` prints it.
+  echo "== Twilio API: the Twilio voice simulator on 127.0.0.1:$TWILIO_PORT (log: $STATE/twilio-sim.log)"
+  TWILIO_INFO="Twilio (simulator)  http://127.0.0.1:$TWILIO_PORT     scripted phones; its calls in $STATE/twilio-sim.log"
+  start twilio-sim "$ROOT/.venv/bin/python" -u .ci/twilio_sim.py serve --port "$TWILIO_PORT" \
+    --account-sid AC0123456789abcdef0123456789abcdef --time-scale 0.2 \
+    --url-map "https://127.0.0.1:$LAMBDA_PORT/=http://127.0.0.1:$LAMBDA_PORT/lambda-url/incoming-call/" \
+    --script '+819011110001={"answer": "no-answer"}' --script '+819011110002={"keys": ["*", "1"]}'
+  wait_for "the Twilio simulator" 60 curl -s -o /dev/null "http://127.0.0.1:$TWILIO_PORT/"
+else
+TWILIO_INFO="Twilio API (Prism)  http://127.0.0.1:$TWILIO_PORT     Twilio's published schema; off-spec → 422"
 echo "== Twilio API: Prism serving twilio_api_v2010.json on 127.0.0.1:$TWILIO_PORT"
 start prism "$ROOT/.ci/node_modules/.bin/prism" mock -h 127.0.0.1 -p "$TWILIO_PORT" \
   "$ROOT/.ci/node_modules/twilio_api_v2010.prism.json"
 wait_for "Prism" 120 curl -s -o /dev/null "http://127.0.0.1:$TWILIO_PORT/"
+fi
 
 echo "== Lambda: cargo lambda watch on 127.0.0.1:$LAMBDA_PORT (both functions)"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$SSM_PORT" AWS_REGION=ap-northeast-1
@@ -81,6 +101,7 @@ export CALL_LEDGER_TABLE=$LEDGER_TABLE EVENT_BUS_NAME=default
 # Our /status as the signed URL incoming-call sees (Prism never calls back; `make call
 # ROUTE=status` plays Twilio's callback).
 export STATUS_CALLBACK_URL="https://127.0.0.1:$LAMBDA_PORT/status"
+export ALERT_STATE_MACHINE_ARN ESCALATION_POLICIES_PARAMETER=$PREFIX/escalation-policies
 export RUST_LOG=${RUST_LOG:-info}
 start watch "$ROOT/.venv/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT"
 
@@ -99,7 +120,7 @@ Running (logs in $STATE):
   AWS (moto_server)   http://127.0.0.1:$SSM_PORT     SSM parameters under $PREFIX; DynamoDB table
                       $LEDGER_TABLE; events on the default bus → SQS $EVENTS_QUEUE;
                       bulk calls → SQS $BULK_QUEUE
-  Twilio API (Prism)  http://127.0.0.1:$TWILIO_PORT     Twilio's published schema; off-spec → 422
+  $TWILIO_INFO
   incoming-call       $webhook
   outbound-call       cargo lambda invoke outbound-call --data-file events/...
 
@@ -111,6 +132,7 @@ Try, in another terminal:
   make place-call EVENT=events/outbound-call-url.json
   make call ROUTE=status PARAMS='CallStatus=no-answer'   # a status callback → Call Completed
   make dev-events                  # the events published so far (read from $EVENTS_QUEUE)
+  make alarm                       # a CloudWatch alarm → phone alert, end to end (needs DEV_TWILIO=sim)
   make enqueue FILE=calls.jsonl QUEUE_URL=http://127.0.0.1:$SSM_PORT/123456789012/$BULK_QUEUE \
     AWS_ENDPOINT_URL=http://127.0.0.1:$SSM_PORT   (nothing consumes it: no event source
     mapping runs locally; the tests play one)

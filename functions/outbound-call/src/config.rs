@@ -35,6 +35,20 @@ pub struct Config {
     pub bulk_batch_size: NonZeroU32,
     /// `FUNCTION_TIMEOUT_SECONDS`: the function's `Timeout` (28 in template.yaml).
     pub function_timeout: Duration,
+    /// Phone alerts (README, "Phone alerts"); `None` unless `ALERT_STATE_MACHINE_ARN` or
+    /// `ESCALATION_POLICIES_PARAMETER` is set.
+    pub alerts: Option<AlertsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// `ALERT_STATE_MACHINE_ARN`: the escalation alarms and `POST /alerts` start.
+    pub state_machine_arn: String,
+    /// `ESCALATION_POLICIES_PARAMETER`: the SSM parameter holding the escalation policies.
+    pub policies_parameter: String,
+    /// incoming-call's `/alert`, beside the `/status` of `STATUS_CALLBACK_URL`: what an alert
+    /// call fetches.
+    pub webhook: url::Url,
 }
 
 /// Defaults: template.yaml's values.
@@ -117,6 +131,7 @@ impl Config {
                 Err("expected an https:// URL (incoming-call's /status)")
             }
         })?;
+        let alerts = alerts(&settings, status_callback.as_deref(), from.is_some())?;
         let positive = |v: &str| {
             v.parse::<NonZeroU32>()
                 .map_err(|_| "expected a whole number from 1")
@@ -141,7 +156,12 @@ impl Config {
             calls_per_second,
             function_timeout,
         )?;
+        if alerts.is_some() && get("CALL_LEDGER_TABLE").is_none() {
+            // The ledger keeps each call's task token: without it no keypress could resume a step.
+            return Err(ConfigError::Missing("CALL_LEDGER_TABLE"));
+        }
         Ok(Self {
+            alerts,
             ledger_table: get("CALL_LEDGER_TABLE"),
             event_bus: get("EVENT_BUS_NAME"),
             status_callback,
@@ -162,6 +182,48 @@ impl Config {
             api_base_url,
         })
     }
+}
+
+/// The alert settings, both or neither; with them, the settings an alert call needs.
+fn alerts<F: Fn(&str) -> Option<String>>(
+    settings: &Settings<F>,
+    status_callback: Option<&str>,
+    has_from: bool,
+) -> Result<Option<AlertsConfig>, ConfigError> {
+    let arn = settings.get("ALERT_STATE_MACHINE_ARN");
+    let parameter = settings.get("ESCALATION_POLICIES_PARAMETER");
+    let (state_machine_arn, policies_parameter) = match (arn, parameter) {
+        (None, None) => return Ok(None),
+        (Some(a), Some(p)) => (a, p),
+        (Some(_), None) => return Err(ConfigError::Missing("ESCALATION_POLICIES_PARAMETER")),
+        (None, Some(_)) => return Err(ConfigError::Missing("ALERT_STATE_MACHINE_ARN")),
+    };
+    if !(state_machine_arn.starts_with("arn:") && state_machine_arn.contains(":stateMachine:")) {
+        return Err(ConfigError::invalid(
+            "ALERT_STATE_MACHINE_ARN",
+            "expected arn:aws:states:<region>:<account>:stateMachine:<name>",
+        ));
+    }
+    let status_callback = status_callback.ok_or(ConfigError::Missing("STATUS_CALLBACK_URL"))?;
+    if !has_from {
+        return Err(ConfigError::Missing("TWILIO_FROM_NUMBER"));
+    }
+    // incoming-call serves /alert beside /status: the same base, so one setting says both.
+    let webhook = url::Url::parse(status_callback)
+        .ok()
+        .filter(|u| u.path().ends_with("/status") && u.query().is_none())
+        .and_then(|u| u.join("alert").ok())
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "STATUS_CALLBACK_URL",
+                "alerts need incoming-call's /status (no query): its /alert is beside it",
+            )
+        })?;
+    Ok(Some(AlertsConfig {
+        state_machine_arn,
+        policies_parameter,
+        webhook,
+    }))
 }
 
 /// Credentials travel in the Authorization header: plain http only to a stand-in on loopback.
@@ -264,6 +326,55 @@ mod tests {
             ("BULK_MAX_CONCURRENCY", "two"),
         ] {
             match config(&with(&[(name, bad)])) {
+                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{name}={bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn alerts_need_their_two_settings_and_what_an_alert_call_uses() {
+        assert_eq!(config(MINIMAL).unwrap().alerts, None);
+        let full = [
+            (
+                "ALERT_STATE_MACHINE_ARN",
+                "arn:aws:states:ap-northeast-1:123456789012:stateMachine:alerts",
+            ),
+            ("ESCALATION_POLICIES_PARAMETER", "/alerts/policies"),
+            (
+                "STATUS_CALLBACK_URL",
+                "https://abc.lambda-url.ap-northeast-1.on.aws/status",
+            ),
+            ("CALL_LEDGER_TABLE", "ledger"),
+            ("TWILIO_FROM_NUMBER", "+815012345678"),
+        ];
+        let c = config(&with(&full)).unwrap().alerts.unwrap();
+        assert_eq!(c.policies_parameter, "/alerts/policies");
+        assert_eq!(
+            c.webhook.as_str(),
+            "https://abc.lambda-url.ap-northeast-1.on.aws/alert"
+        );
+        for name in [
+            "ALERT_STATE_MACHINE_ARN",
+            "ESCALATION_POLICIES_PARAMETER",
+            "STATUS_CALLBACK_URL",
+            "CALL_LEDGER_TABLE",
+            "TWILIO_FROM_NUMBER",
+        ] {
+            let without: Vec<_> = with(&full)
+                .into_iter()
+                .filter(|(k, _)| *k != name)
+                .collect();
+            assert_eq!(config(&without).unwrap_err(), ConfigError::Missing(name));
+        }
+        for (name, bad) in [
+            ("ALERT_STATE_MACHINE_ARN", "alerts"),
+            ("STATUS_CALLBACK_URL", "https://example.com/hooks"),
+            ("STATUS_CALLBACK_URL", "https://example.com/status?x=1"),
+        ] {
+            let mut vars = with(&full);
+            vars.push((name, bad));
+            match config(&vars) {
                 Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
                 other => panic!("{name}={bad}: {other:?}"),
             }

@@ -72,6 +72,8 @@ pub enum EventError {
     Call(#[from] InvalidCall),
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    #[error(transparent)]
+    Alert(#[from] twilio_voice::alerts::AlertError),
 }
 
 impl EventError {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use serde::Deserialize;
+use twilio_voice::alerts::AlertMessage;
 use twilio_voice::calls::{
     CallCreated, CallError, CallPolicy, CallRequest, CallsClient, Deadline, ErrorClass, InvalidCall,
 };
@@ -53,6 +54,8 @@ pub struct App {
     pub status_callback: Option<String>,
     /// Spaces the calls of an SQS batch.
     pub pace: Pace,
+    /// Phone alerts: starting escalations, and the state machine's messages.
+    pub alerts: Option<crate::alerts::Alerts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,11 @@ pub enum OutboundError {
     Expired(String),
     #[error("call ledger: {0}; nothing sent")]
     Ledger(#[from] LedgerError),
+    /// An alert arrived, but alerts are not configured.
+    #[error("alerts are not configured (ALERT_STATE_MACHINE_ARN); no escalation started")]
+    AlertsOff,
+    #[error("the alert's escalation was not started: {0}")]
+    Escalation(twilio_voice::stepfunctions::SfnError),
     /// An earlier delivery of the same request: its recorded refusal, or an unknown outcome.
     #[error("{message}")]
     Earlier {
@@ -94,6 +102,8 @@ impl OutboundError {
             Self::Ledger(e) if e.is_retryable() => ErrorClass::LedgerUnavailable,
             Self::Ledger(_) => ErrorClass::LedgerMisconfigured,
             Self::Earlier { class, .. } => *class,
+            Self::Escalation(e) if e.is_retryable() => ErrorClass::EscalationUnavailable,
+            Self::Escalation(_) | Self::AlertsOff => ErrorClass::EscalationMisconfigured,
         }
     }
 
@@ -139,8 +149,14 @@ pub async fn handle_invocation(
     deadline: Deadline,
     request_id: Option<&str>,
 ) -> Result<Value, OutboundError> {
+    if crate::alerts::is_alarm_event(&event) {
+        return crate::alerts::handle_alarm_event(event, app).await;
+    }
     if event.get("requestContext").is_some() {
         let response = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
+            Ok(request) if is_alerts_route(&request) => {
+                crate::alerts::handle_http(&request, app).await
+            }
             Ok(request) => handle_http(request, app, deadline).await,
             Err(e) => error_response(&EventError::json(e).into()),
         };
@@ -169,6 +185,23 @@ pub async fn handle_invocation(
     Ok(json!({"call_sid": placed.created.sid, "status": placed.created.status}))
 }
 
+/// `POST /alerts` (every other route is `/calls`): the API's route key, which a stage name or a
+/// custom domain's base path does not change; the path where no route key is given.
+fn is_alerts_route(request: &ApiGatewayV2httpRequest) -> bool {
+    match request.route_key.as_deref() {
+        Some("POST /alerts") => true,
+        Some(key) if key.starts_with("POST /") || key.starts_with("ANY /") => false,
+        _ => {
+            request.request_context.http.method == Method::POST
+                && request
+                    .raw_path
+                    .as_deref()
+                    .or(request.request_context.http.path.as_deref())
+                    == Some("/alerts")
+        }
+    }
+}
+
 /// A schedule's input: Scheduler fills in `<aws.scheduler.schedule-arn>` and
 /// `<aws.scheduler.scheduled-time>` (the same on its retries), which key the request.
 #[derive(Deserialize)]
@@ -195,6 +228,15 @@ async fn handle_sqs(event: Value, app: &App, deadline: Deadline) -> Result<Value
         d.checked_sub(app.calls.attempt_budget()).unwrap_or(d)
     });
     let answer = bulk::process(batch, &app.pace, last_slot, |message| async move {
+        match AlertMessage::recognise(&message.body) {
+            Some(Ok(alert)) => return crate::alerts::handle_message(alert, app, deadline).await,
+            Some(Err(e)) => {
+                // Not from our state machine as we know it: kept for the dead-letter queue.
+                warn!(message_id = %message.message_id, error = %e, "malformed alert message; reported");
+                return bulk::Outcome::NotPlaced;
+            }
+            None => {}
+        }
         let placed = match CallEvent::from_json(message.body.as_bytes()) {
             Ok(call) => match delivery::sqs(call.idempotency_key.as_deref(), &message.message_id) {
                 Ok(key) => place(call, app, deadline, Some(key)).await.is_ok(),
@@ -361,7 +403,7 @@ fn forwarding(ours: &str, theirs: &str) -> Result<String, EventError> {
 }
 
 /// What a failed attempt means for a later delivery of the same request.
-fn fate(e: &OutboundError) -> Fate {
+pub(crate) fn fate(e: &OutboundError) -> Fate {
     match e.class() {
         ErrorClass::TwilioRejected => Fate::Refused {
             error_type: e.error_type(),
@@ -466,7 +508,7 @@ const LOOKUP_PAGES: usize = 4;
 /// A stale claim: does Twilio's Calls list have this request's call (to that number, since the
 /// claim, not tied to another request in the ledger)? `None` when Twilio or the ledger could
 /// not be asked, or the list was longer than [`LOOKUP_PAGES`] (the outcome stays unknown).
-async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
+pub(crate) async fn look_up(app: &App, record: RequestRecord) -> Option<Resolution> {
     let to = record.to.as_ref()?;
     let ledger = app.ledger.as_ref()?;
     let credentials = app.credentials.get().await.ok()?;
@@ -541,7 +583,7 @@ async fn announce_failure(app: &App, e: &OutboundError, key: Option<&Idempotency
     }
 }
 
-async fn create(
+pub(crate) async fn create(
     request: &CallRequest,
     app: &App,
     deadline: Deadline,
@@ -578,7 +620,7 @@ fn log_failure(e: &OutboundError, request: &CallRequest) {
     }
 }
 
-fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
+pub(crate) fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
     let class = e.class();
     let retry = class.retry();
     let mut error = json!({
@@ -596,6 +638,26 @@ fn error_response(e: &OutboundError) -> ApiGatewayV2httpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alerts_have_their_own_route() {
+        let request = |route_key: Option<&str>, path: &str| {
+            let mut e: ApiGatewayV2httpRequest =
+                serde_json::from_str(include_str!("../../../events/outbound-call-http-api.json"))
+                    .unwrap();
+            e.route_key = route_key.map(str::to_owned);
+            e.raw_path = Some(path.to_owned());
+            e
+        };
+        assert!(is_alerts_route(&request(
+            Some("POST /alerts"),
+            "/prod/alerts"
+        )));
+        assert!(!is_alerts_route(&request(Some("POST /calls"), "/calls")));
+        assert!(!is_alerts_route(&request(Some("POST /calls"), "/alerts")));
+        assert!(is_alerts_route(&request(Some("$default"), "/alerts")));
+        assert!(!is_alerts_route(&request(None, "/calls")));
+    }
 
     /// README's error table is the contract callers read: it lists every class of the one table
     /// (`ErrorClass::describe`) with the same type and status, and nothing else.

@@ -2,6 +2,7 @@
 //! EventBridge schedule or an SQS queue, with credentials from SSM, a destination allow-list
 //! and, with the call ledger, at most one call per request.
 
+pub mod alerts;
 pub mod bulk;
 pub mod config;
 pub mod delivery;
@@ -57,6 +58,7 @@ impl App {
             bus: None,
             status_callback: config.status_callback,
             pace: Pace::share(config.calls_per_second, config.bulk_consumers),
+            alerts: None,
         })
     }
 
@@ -71,5 +73,27 @@ impl App {
             .as_ref()
             .map(|bus| EventBus::new(twilio_voice::aws::eventbridge(aws), bus));
         self
+    }
+
+    /// Adds phone alerts when `config` has them: reads and checks the escalation policies now,
+    /// so that a missing or invalid document stops the start, naming the parameter.
+    pub async fn with_alerts(
+        mut self,
+        config: &Config,
+        aws: &SdkConfig,
+        ssm: aws_sdk_ssm::Client,
+    ) -> Result<Self, InitError> {
+        if let Some(alerts) = &config.alerts {
+            self.alerts = Some(
+                alerts::Alerts::init(
+                    alerts,
+                    &self.policy,
+                    ssm,
+                    twilio_voice::aws::stepfunctions(aws),
+                )
+                .await?,
+            );
+        }
+        Ok(self)
     }
 }

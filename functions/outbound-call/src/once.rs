@@ -81,7 +81,26 @@ where
     L: FnOnce(RequestRecord) -> LF,
     LF: Future<Output = Option<Resolution>>,
 {
-    let claim = match ledger.claim(key, to).await.map_err(OnceError::Ledger)? {
+    place_once_claiming(ledger, || ledger.claim(key, to), place, fate, look_up).await
+}
+
+/// [`place_once`] with the claim's own conditional write (an alert step's carries the step).
+pub async fn place_once_claiming<E, C, CF, P, PF, L, LF>(
+    ledger: &Ledger,
+    take_claim: C,
+    place: P,
+    fate: impl Fn(&E) -> Fate,
+    look_up: L,
+) -> Result<Placement, OnceError<E>>
+where
+    C: Fn() -> CF,
+    CF: Future<Output = Result<ClaimOutcome, LedgerError>>,
+    P: FnOnce() -> PF,
+    PF: Future<Output = Result<CallCreated, E>>,
+    L: FnOnce(RequestRecord) -> LF,
+    LF: Future<Output = Option<Resolution>>,
+{
+    let claim = match take_claim().await.map_err(OnceError::Ledger)? {
         ClaimOutcome::Won(claim) => claim,
         ClaimOutcome::Duplicate(record) => {
             if !record.is_stale(ledger.time(), STALE_AFTER) {
@@ -89,7 +108,7 @@ where
             }
             match resolve(ledger, record, look_up).await? {
                 Some(placement) => return Ok(placement),
-                None => match ledger.claim(key, to).await.map_err(OnceError::Ledger)? {
+                None => match take_claim().await.map_err(OnceError::Ledger)? {
                     ClaimOutcome::Won(claim) => claim,
                     ClaimOutcome::Duplicate(record) => return answer_from(record.duplicate()),
                 },

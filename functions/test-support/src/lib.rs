@@ -586,3 +586,221 @@ pub async fn bulk_queue(
     let (url, arn) = arn_of(url).await;
     (url, arn, dlq_url)
 }
+
+/// `.ci/twilio_sim.py serve` (the Twilio voice simulator: see its docstring) on a free port,
+/// with `config` as its config file; killed on drop. Its stdout (one line per call, verb,
+/// keypress and callback, numbers masked) is kept for [`TwilioSim::transcript`].
+pub struct TwilioSim {
+    child: Child,
+    pub port: u16,
+    transcript: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: PathBuf,
+}
+
+impl TwilioSim {
+    pub fn start(config: &serde_json::Value) -> Self {
+        use std::io::BufRead;
+        let dir =
+            std::env::temp_dir().join(format!("twilio-sim-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("a directory for the simulator");
+        let config_file = dir.join("sim.json");
+        std::fs::write(&config_file, config.to_string()).expect("the simulator's config");
+        let mut child = Command::new(tool(".venv/bin/python"))
+            .arg(tool(".ci/twilio_sim.py"))
+            .args(["serve", "--port", "0", "--config"])
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the Twilio simulator starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("its stdout")).lines();
+        let first = lines
+            .next()
+            .and_then(Result::ok)
+            .expect("the simulator's first line");
+        let port = first
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = transcript.clone();
+        // Read on, or the child blocks once the pipe is full.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            port,
+            transcript,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The lines printed so far.
+    pub fn transcript(&self) -> Vec<String> {
+        self.transcript.lock().unwrap().clone()
+    }
+
+    /// Waits until every call has ended; the log.
+    pub async fn idle_log(&self) -> serde_json::Value {
+        let answer = reqwest::get(format!("{}/_sim/wait?timeout=60", self.url()))
+            .await
+            .expect("the simulator answers /_sim/wait");
+        assert_eq!(answer.status(), 200, "calls still going after 60 s");
+        self.log().await
+    }
+
+    /// The log now: `{"calls": [...], "events": [...]}`.
+    pub async fn log(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/_sim/log", self.url()))
+            .await
+            .expect("the simulator answers /_sim/log")
+            .json()
+            .await
+            .expect("a JSON log")
+    }
+
+    /// Sends logged webhook `n` again, identical: `{"status", "response", "error"}`.
+    pub async fn replay(&self, n: u64) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(format!("{}/_sim/replay", self.url()))
+            .json(&serde_json::json!({ "n": n }))
+            .send()
+            .await
+            .expect("the simulator answers /_sim/replay")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+}
+
+impl Drop for TwilioSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+/// Serves a Function URL's handler over plain HTTP on a free loopback port, in this process:
+/// each request becomes the payload 2.0 event Lambda would build (the Host header, raw path and
+/// query kept, the body base64), as `handle` expects it. Returns the port.
+pub async fn serve_function_url<H, F>(handle: H) -> u16
+where
+    H: Fn(lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest) -> F
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<
+            Output = lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse,
+        > + Send
+        + 'static,
+{
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    let handle = std::sync::Arc::new(handle);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let handle = handle.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let response = handle(function_url_event(&parts, &body)).await;
+                            Ok::<_, hyper::Error>(http_response(response))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn function_url_event(
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest {
+    use base64::Engine as _;
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.into())))
+        .collect();
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let path = parts.uri.path();
+    serde_json::from_value(serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "local",
+            "domainName": host,
+            "domainPrefix": "local",
+            "http": {"method": parts.method.as_str(), "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "127.0.0.1", "userAgent": "local"},
+            "requestId": "local",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "25/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 0
+        },
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "isBase64Encoded": true
+    }))
+    .expect("a Function URL event")
+}
+
+fn http_response(
+    response: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use base64::Engine as _;
+    let body = match response.body {
+        Some(lambda_http::Body::Text(text)) => text.into_bytes(),
+        Some(lambda_http::Body::Binary(bytes)) => bytes,
+        Some(lambda_http::Body::Empty) | None => Vec::new(),
+        #[allow(unreachable_patterns)]
+        Some(_) => Vec::new(),
+    };
+    let body = if response.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .unwrap_or(body)
+    } else {
+        body
+    };
+    let mut answer = hyper::Response::builder().status(response.status_code as u16);
+    for (name, value) in response.headers.iter() {
+        answer = answer.header(name, value);
+    }
+    answer
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("a response")
+}

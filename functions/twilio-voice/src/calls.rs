@@ -382,6 +382,10 @@ pub enum ErrorClass {
     LedgerUnavailable,
     /// The call ledger refused (table missing, access denied): nothing sent.
     LedgerMisconfigured,
+    /// Step Functions did not answer a request to start an alert's escalation.
+    EscalationUnavailable,
+    /// Step Functions refused it (state machine missing, access denied).
+    EscalationMisconfigured,
 }
 
 /// Whether the same request may be tried again.
@@ -411,7 +415,7 @@ impl Retry {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 14] = [
         ErrorClass::MethodNotAllowed,
         ErrorClass::InvalidEvent,
         ErrorClass::TwilioRejected,
@@ -424,6 +428,8 @@ impl ErrorClass {
         ErrorClass::Expired,
         ErrorClass::LedgerUnavailable,
         ErrorClass::LedgerMisconfigured,
+        ErrorClass::EscalationUnavailable,
+        ErrorClass::EscalationMisconfigured,
     ];
 
     /// The one table: Lambda `errorType` (also the HTTP body's `error.type`), HTTP status and
@@ -450,6 +456,12 @@ impl ErrorClass {
             Self::LedgerMisconfigured => {
                 ("NonRetryable.LedgerMisconfigured", 500, Retry::Pointless)
             }
+            Self::EscalationUnavailable => ("Retryable.EscalationUnavailable", 503, Retry::Safe),
+            Self::EscalationMisconfigured => (
+                "NonRetryable.EscalationMisconfigured",
+                500,
+                Retry::Pointless,
+            ),
         }
     }
 

@@ -9,6 +9,8 @@
 //! | `Call Failed` | a request was not placed | `error_type` (the README's error table, e.g. `NonRetryable.TwilioRejected`), `twilio_code`, `idempotency_key` |
 //! | `Voicemail Recorded` | a caller left a message | `call_sid`, `caller` (E.164, absent when withheld), `recording_url`, `recording_sid`, `duration_seconds` |
 //! | `Voicemail Transcribed` | Twilio transcribed it (flows with `transcribe`) | `call_sid`, `caller`, `recording_url`, `recording_sid`, `transcription` |
+//! | `Alert Acknowledged` | a contact pressed 1 on an alert call | `alert_id` (the execution's name), `acknowledged_by` (`name`, `number`), `acknowledged_at` (RFC 3339), `call_sid`, `calls` (placed for the alert, this one included) |
+//! | `Alert Unacknowledged` | every call of every round went unacknowledged | `alert_id`, `calls`, `rounds` |
 //!
 //! The transcription is an event of its own rather than a field that `Voicemail Recorded` waits
 //! for: Twilio transcribes minutes later, or never (a failed or too long recording), and the
@@ -16,7 +18,9 @@
 //!
 //! Examples of each, as a rule's target receives them, are in `events/call-*.json` and
 //! `events/voicemail-*.json`. The caller's number is in `Voicemail Recorded` because its
-//! recipient needs it to call back; it is never logged (`Debug` masks it).
+//! recipient needs it to call back; it is never logged (`Debug` masks it). The two alert events
+//! are published by the state machine itself (`statemachine/alert-escalation.asl.json`), not by
+//! [`EventBus`]; their types here are what a subscriber parses, and a test holds the two together.
 
 use std::fmt;
 
@@ -25,6 +29,7 @@ use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::Contact;
 use crate::ledger::{CallRecord, CallStatus};
 use crate::phone::mask;
 
@@ -174,6 +179,29 @@ impl fmt::Debug for VoicemailRecorded {
     }
 }
 
+/// An alert's escalation ended with a keypress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertAcknowledged {
+    pub alert_id: String,
+    /// Who pressed 1 (`Debug` masks the number).
+    pub acknowledged_by: Contact,
+    /// RFC 3339.
+    pub acknowledged_at: String,
+    pub call_sid: String,
+    /// Calls placed for the alert, the acknowledged one included.
+    pub calls: u32,
+}
+
+/// Nobody acknowledged an alert in any round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertUnacknowledged {
+    pub alert_id: String,
+    pub calls: u32,
+    pub rounds: u32,
+}
+
 /// One event, ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
@@ -181,6 +209,8 @@ pub enum DomainEvent {
     CallFailed(CallFailed),
     VoicemailRecorded(VoicemailRecorded),
     VoicemailTranscribed(VoicemailTranscribed),
+    AlertAcknowledged(AlertAcknowledged),
+    AlertUnacknowledged(AlertUnacknowledged),
 }
 
 impl DomainEvent {
@@ -190,6 +220,8 @@ impl DomainEvent {
             Self::CallFailed(_) => "Call Failed",
             Self::VoicemailRecorded(_) => "Voicemail Recorded",
             Self::VoicemailTranscribed(_) => "Voicemail Transcribed",
+            Self::AlertAcknowledged(_) => "Alert Acknowledged",
+            Self::AlertUnacknowledged(_) => "Alert Unacknowledged",
         }
     }
 
@@ -200,6 +232,8 @@ impl DomainEvent {
             Self::CallFailed(d) => serde_json::to_string(d),
             Self::VoicemailRecorded(d) => serde_json::to_string(d),
             Self::VoicemailTranscribed(d) => serde_json::to_string(d),
+            Self::AlertAcknowledged(d) => serde_json::to_string(d),
+            Self::AlertUnacknowledged(d) => serde_json::to_string(d),
         };
         json.expect("plain structs serialize")
     }
@@ -212,6 +246,8 @@ impl DomainEvent {
             "Call Failed" => Self::CallFailed(serde_json::from_value(detail)?),
             "Voicemail Recorded" => Self::VoicemailRecorded(serde_json::from_value(detail)?),
             "Voicemail Transcribed" => Self::VoicemailTranscribed(serde_json::from_value(detail)?),
+            "Alert Acknowledged" => Self::AlertAcknowledged(serde_json::from_value(detail)?),
+            "Alert Unacknowledged" => Self::AlertUnacknowledged(serde_json::from_value(detail)?),
             other => {
                 return Err(serde_json::Error::custom(format!(
                     "unknown detail-type {other:?}"
@@ -380,5 +416,68 @@ mod tests {
         let debug = format!("{:?}", DomainEvent::VoicemailTranscribed(event));
         assert!(!debug.contains("+81312345678"), "{debug}");
         assert!(!debug.contains("折り返し"), "{debug}");
+    }
+
+    /// The state machine's `putEvents` entries and these types are one contract: each alert
+    /// state's `DetailType` parses, with a detail holding exactly the fields its template sets
+    /// (the JSONPath templates filled with a sample of each type), and its `Source` is ours.
+    #[test]
+    fn the_state_machines_alert_events_parse() {
+        let asl: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../statemachine/alert-escalation.asl.json"
+        ))
+        .unwrap();
+        let samples = [
+            serde_json::json!({"alert_id": "alarm-x", "acknowledged_by": {"name": "山田", "number": "+819011112222"},
+                "acknowledged_at": "2026-11-25T05:01:00Z", "call_sid": "CA1", "calls": 2}),
+            serde_json::json!({"alert_id": "alarm-x", "calls": 6, "rounds": 2}),
+        ];
+        let mut seen = Vec::new();
+        for state in asl["States"].as_object().unwrap().values() {
+            if state["Resource"] != "arn:aws:states:::events:putEvents" {
+                continue;
+            }
+            let entry = &state["Parameters"]["Entries"][0];
+            assert_eq!(entry["Source"], "${EventSource}");
+            assert_eq!(entry["EventBusName"], "${EventBusName}");
+            let detail_type = entry["DetailType"].as_str().unwrap();
+            let fields: Vec<&str> = entry["Detail"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.strip_suffix(".$").unwrap_or(k))
+                .collect();
+            let sample = samples
+                .iter()
+                .find(|s| {
+                    let mut keys: Vec<&str> =
+                        s.as_object().unwrap().keys().map(String::as_str).collect();
+                    let mut want = fields.clone();
+                    keys.sort_unstable();
+                    want.sort_unstable();
+                    keys == want
+                })
+                .unwrap_or_else(|| panic!("{detail_type}: no type has exactly {fields:?}"));
+            let event = DomainEvent::parse(detail_type, sample.clone()).unwrap();
+            assert_eq!(event.detail_type(), detail_type);
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&event.detail()).unwrap(),
+                *sample
+            );
+            seen.push(detail_type);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, ["Alert Acknowledged", "Alert Unacknowledged"]);
+    }
+
+    #[test]
+    fn debug_masks_who_acknowledged() {
+        let event = DomainEvent::parse(
+            "Alert Acknowledged",
+            serde_json::json!({"alert_id": "a", "acknowledged_by": {"number": "+819011112222"},
+                "acknowledged_at": "2026-11-25T05:01:00Z", "call_sid": "CA1", "calls": 1}),
+        )
+        .unwrap();
+        assert!(!format!("{event:?}").contains("+819011112222"));
     }
 }

@@ -3,6 +3,7 @@
 //! ledger (DynamoDB), the domain events (EventBridge) and the pace of outbound calls.
 //! Only `http_event`, the adapter both functions share, knows Lambda's event types.
 
+pub mod alerts;
 pub mod aws;
 pub mod calls;
 pub mod credentials;

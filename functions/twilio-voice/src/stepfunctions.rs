@@ -118,6 +118,33 @@ impl Escalations {
         })
     }
 
+    /// The ARN of a running execution of `state_machine_arn` whose name starts with `prefix`,
+    /// if there is one (the newest first, as Step Functions lists them).
+    pub async fn running(
+        &self,
+        state_machine_arn: &str,
+        prefix: &str,
+    ) -> Result<Option<String>, SfnError> {
+        let mut pages = self
+            .client
+            .list_executions()
+            .state_machine_arn(state_machine_arn)
+            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify)?;
+            if let Some(found) = page
+                .executions()
+                .iter()
+                .find(|e| e.name().starts_with(prefix))
+            {
+                return Ok(Some(found.execution_arn().to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Resumes the waiting step with `output` (a JSON document), in one attempt: see
     /// [`once`].
     pub async fn succeed(&self, token: &TaskToken, output: &str) -> Result<(), SfnError> {
