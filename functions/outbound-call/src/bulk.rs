@@ -147,6 +147,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_message_that_places_no_call_takes_no_slot() {
+        let pace = Pace::new(Duration::from_secs(2));
+        let start = Instant::now();
+        let mut handled_at = Vec::new();
+        let paced = |m: &SqsMessage| m.message_id != "m1" && m.message_id != "m2";
+        let answer = process(
+            batch(4),
+            &pace,
+            start + Duration::from_secs(60),
+            paced,
+            |_| {
+                handled_at.push(Instant::now() - start);
+                async { Outcome::Placed }
+            },
+        )
+        .await;
+        assert!(failures(&answer).is_empty());
+        // m0 takes the slot at 0 s; m1 and m2 wait for none; m3 gets the next slot, at 2 s.
+        assert_eq!(handled_at, [0, 0, 0, 2].map(Duration::from_secs));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn messages_past_the_deadline_are_left_for_a_later_delivery() {
         let pace = Pace::new(Duration::from_secs(2));
         let start = Instant::now();
