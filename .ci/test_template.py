@@ -251,6 +251,14 @@ def check_ledger(res, overrides, conditions):
     sqs = [st for st in out_stmts if any(a.startswith("sqs:") and a != "sqs:SendMessage" for a in as_list(st["Action"]))]
     check("outbound-call consumes only the bulk-calls queue",
           len(sqs) == 1 and sqs[0]["Resource"] == {"Fn::GetAtt": ["BulkCallsQueue", "Arn"]}, sqs)
+    # SAM adds its own SendMessage on FailedCallsQueue for the OnFailure destination.
+    sends = {(json.dumps(st["Resource"]), tuple(as_list(st["Action"]))) for st in out_stmts
+             if "sqs:SendMessage" in as_list(st["Action"])}
+    check("outbound-call sends only to the failed-calls queue and, its expiry messages, the bulk-calls queue",
+          sends == {(json.dumps({"Fn::GetAtt": ["FailedCallsQueue", "Arn"]}), ("sqs:SendMessage",)),
+                    (json.dumps({"Fn::GetAtt": ["BulkCallsQueue", "Arn"]}), ("sqs:SendMessage",))}, sends)
+    check("outbound-call knows the bulk-calls queue's URL (expiry messages; required with the ledger)",
+          out_env.get("BULK_CALLS_QUEUE_URL") == {"Ref": "BulkCallsQueue"}, out_env.get("BULK_CALLS_QUEUE_URL"))
     mappings = [m["Properties"] for m in of_type(res, "AWS::Lambda::EventSourceMapping").values()]
     check("one event source mapping, the bulk-calls queue into outbound-call",
           len(mappings) == 1 and mappings[0]["EventSourceArn"] == {"Fn::GetAtt": ["BulkCallsQueue", "Arn"]}

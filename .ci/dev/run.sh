@@ -98,6 +98,8 @@ export ALLOWED_TWIML_URL_PREFIXES=https://demo.twilio.com/
 export TWILIO_API_BASE_URL="http://127.0.0.1:$TWILIO_PORT"
 # The call ledger and the events, on the same moto_server (both functions read them).
 export CALL_LEDGER_TABLE=$LEDGER_TABLE EVENT_BUS_NAME=default
+# A call placed with not_after gets its expiry message here (nothing consumes it locally).
+export BULK_CALLS_QUEUE_URL="http://127.0.0.1:$SSM_PORT/123456789012/$BULK_QUEUE"
 # Our /status as the signed URL incoming-call sees (Prism never calls back; `make call
 # ROUTE=status` plays Twilio's callback).
 export STATUS_CALLBACK_URL="https://127.0.0.1:$LAMBDA_PORT/status"

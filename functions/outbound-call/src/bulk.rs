@@ -53,10 +53,17 @@ pub enum Outcome {
     NotPlaced,
 }
 
-/// Places each message in turn, each in its own slot of `pace`. A message whose slot would
-/// start after `deadline` is not attempted (reported, so it comes back later) instead of being
-/// cut off by the function's timeout. Returns the `batchItemFailures` answer.
-pub async fn process<F, Fut>(event: SqsEvent, pace: &Pace, deadline: Instant, mut place: F) -> Value
+/// Places each message in turn, each that is `paced` (one that places a call) in its own slot
+/// of `pace`. A message whose slot would start after `deadline` is not attempted (reported, so
+/// it comes back later) instead of being cut off by the function's timeout. Returns the
+/// `batchItemFailures` answer.
+pub async fn process<F, Fut>(
+    event: SqsEvent,
+    pace: &Pace,
+    deadline: Instant,
+    paced: impl Fn(&SqsMessage) -> bool,
+    mut place: F,
+) -> Value
 where
     F: FnMut(SqsMessage) -> Fut,
     Fut: Future<Output = Outcome>,
@@ -64,7 +71,7 @@ where
     let mut failures = Vec::new();
     for message in event.records {
         let id = message.message_id.clone();
-        if !pace.slot_before(deadline).await {
+        if paced(&message) && !pace.slot_before(deadline).await {
             failures.push(id);
             continue;
         }
@@ -118,19 +125,47 @@ mod tests {
         let pace = Pace::new(Duration::from_secs(2));
         let start = Instant::now();
         let mut placed_at = Vec::new();
-        let answer = process(batch(5), &pace, start + Duration::from_secs(60), |m| {
-            placed_at.push(Instant::now() - start);
-            async move {
-                if m.message_id == "m1" || m.message_id == "m3" {
-                    Outcome::NotPlaced
-                } else {
-                    Outcome::Placed
+        let answer = process(
+            batch(5),
+            &pace,
+            start + Duration::from_secs(60),
+            |_| true,
+            |m| {
+                placed_at.push(Instant::now() - start);
+                async move {
+                    if m.message_id == "m1" || m.message_id == "m3" {
+                        Outcome::NotPlaced
+                    } else {
+                        Outcome::Placed
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(failures(&answer), ["m1", "m3"]);
         assert_eq!(placed_at, [0, 2, 4, 6, 8].map(Duration::from_secs));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_places_no_call_takes_no_slot() {
+        let pace = Pace::new(Duration::from_secs(2));
+        let start = Instant::now();
+        let mut handled_at = Vec::new();
+        let paced = |m: &SqsMessage| m.message_id != "m1" && m.message_id != "m2";
+        let answer = process(
+            batch(4),
+            &pace,
+            start + Duration::from_secs(60),
+            paced,
+            |_| {
+                handled_at.push(Instant::now() - start);
+                async { Outcome::Placed }
+            },
+        )
+        .await;
+        assert!(failures(&answer).is_empty());
+        // m0 takes the slot at 0 s; m1 and m2 wait for none; m3 gets the next slot, at 2 s.
+        assert_eq!(handled_at, [0, 0, 0, 2].map(Duration::from_secs));
     }
 
     #[tokio::test(start_paused = true)]
@@ -138,10 +173,16 @@ mod tests {
         let pace = Pace::new(Duration::from_secs(2));
         let start = Instant::now();
         let mut attempted = 0;
-        let answer = process(batch(10), &pace, start + Duration::from_secs(5), |_| {
-            attempted += 1;
-            async { Outcome::Placed }
-        })
+        let answer = process(
+            batch(10),
+            &pace,
+            start + Duration::from_secs(5),
+            |_| true,
+            |_| {
+                attempted += 1;
+                async { Outcome::Placed }
+            },
+        )
         .await;
         // Slots at 0, 2 and 4 s fit; the next one (6 s) does not.
         assert_eq!(attempted, 3);

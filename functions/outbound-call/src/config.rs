@@ -26,6 +26,11 @@ pub struct Config {
     /// `STATUS_CALLBACK_URL`: incoming-call's `/status`, set on every call that names no
     /// status callback of its own, so the ledger learns the outcome.
     pub status_callback: Option<String>,
+    /// `BULK_CALLS_QUEUE_URL`: the queue outbound-call consumes, where a call placed with
+    /// `not_after` gets a message delayed until then that cancels it if Twilio still holds it
+    /// (`expiry`). Required with `CALL_LEDGER_TABLE`: a deployment that keeps every call once
+    /// keeps `not_after` too.
+    pub bulk_calls_queue_url: Option<String>,
     /// `CALLS_PER_SECOND`: the account's CPS (Twilio's default is 1).
     pub calls_per_second: NonZeroU32,
     /// `BULK_MAX_CONCURRENCY`: the SQS event source mapping's `MaximumConcurrency`; each
@@ -156,6 +161,18 @@ impl Config {
             calls_per_second,
             function_timeout,
         )?;
+        let bulk_calls_queue_url = settings.parse("BULK_CALLS_QUEUE_URL", |v| {
+            match url::Url::parse(v) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {
+                    Ok(v.to_owned())
+                }
+                _ => Err("expected the queue's URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"),
+            }
+        })?;
+        if get("CALL_LEDGER_TABLE").is_some() && bulk_calls_queue_url.is_none() {
+            // Without it a call that Twilio holds past not_after rings late.
+            return Err(ConfigError::Missing("BULK_CALLS_QUEUE_URL"));
+        }
         if alerts.is_some() && get("CALL_LEDGER_TABLE").is_none() {
             // The ledger keeps each call's task token: without it no keypress could resume a step.
             return Err(ConfigError::Missing("CALL_LEDGER_TABLE"));
@@ -163,6 +180,7 @@ impl Config {
         Ok(Self {
             alerts,
             ledger_table: get("CALL_LEDGER_TABLE"),
+            bulk_calls_queue_url,
             event_bus: get("EVENT_BUS_NAME"),
             status_callback,
             calls_per_second,
@@ -305,8 +323,10 @@ mod tests {
             (None, None, None)
         );
         assert_eq!((c.calls_per_second.get(), c.bulk_consumers.get()), (1, 2));
+        let queue = "https://sqs.ap-northeast-1.amazonaws.com/123456789012/bulk";
         let c = config(&with(&[
             ("CALL_LEDGER_TABLE", "ledger"),
+            ("BULK_CALLS_QUEUE_URL", queue),
             ("EVENT_BUS_NAME", "calls"),
             ("STATUS_CALLBACK_URL", "https://example.com/status"),
             ("CALLS_PER_SECOND", "5"),
@@ -314,6 +334,13 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.ledger_table.as_deref(), Some("ledger"));
+        assert_eq!(c.bulk_calls_queue_url.as_deref(), Some(queue));
+        // The ledger's deployment keeps not_after too: the expiry queue is required with it.
+        assert_eq!(
+            config(&with(&[("CALL_LEDGER_TABLE", "ledger")])).unwrap_err(),
+            ConfigError::Missing("BULK_CALLS_QUEUE_URL")
+        );
+        assert_eq!(config(MINIMAL).unwrap().bulk_calls_queue_url, None);
         assert_eq!(c.event_bus.as_deref(), Some("calls"));
         assert_eq!(
             c.status_callback.as_deref(),
@@ -324,6 +351,7 @@ mod tests {
             ("STATUS_CALLBACK_URL", "http://example.com/status"),
             ("CALLS_PER_SECOND", "0"),
             ("BULK_MAX_CONCURRENCY", "two"),
+            ("BULK_CALLS_QUEUE_URL", "bulk"),
         ] {
             match config(&with(&[(name, bad)])) {
                 Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
@@ -346,6 +374,10 @@ mod tests {
                 "https://abc.lambda-url.ap-northeast-1.on.aws/status",
             ),
             ("CALL_LEDGER_TABLE", "ledger"),
+            (
+                "BULK_CALLS_QUEUE_URL",
+                "https://sqs.ap-northeast-1.amazonaws.com/123456789012/bulk",
+            ),
             ("TWILIO_FROM_NUMBER", "+815012345678"),
         ];
         let c = config(&with(&full)).unwrap().alerts.unwrap();

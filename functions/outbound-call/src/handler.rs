@@ -11,7 +11,7 @@ use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV
 use lambda_http::http::Method;
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use serde::Deserialize;
@@ -32,6 +32,7 @@ use twilio_voice::phone::PhoneNumber;
 use crate::bulk::{self, SqsEvent};
 use crate::delivery;
 use crate::event::{CallEvent, EventError};
+use crate::expiry::ExpireCall;
 use crate::once::{Fate, OnceError, Placement, ours_among, place_once};
 
 pub use twilio_voice::calls::Retry;
@@ -56,6 +57,10 @@ pub struct App {
     pub pace: Pace,
     /// Phone alerts: starting escalations, and the state machine's messages.
     pub alerts: Option<crate::alerts::Alerts>,
+    /// Where a call placed with `not_after` gets its expiry message (see `expiry`).
+    pub expiry: Option<crate::expiry::ExpiryQueue>,
+    /// What `not_after` is compared with; tests move it instead of waiting.
+    pub clock: twilio_voice::ledger::Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +232,17 @@ async fn handle_sqs(event: Value, app: &App, deadline: Deadline) -> Result<Value
     let last_slot = deadline.instant().map_or(far, |d| {
         d.checked_sub(app.calls.attempt_budget()).unwrap_or(d)
     });
-    let answer = bulk::process(batch, &app.pace, last_slot, |message| async move {
+    // An expiry message places no call: it takes no slot of the pace.
+    let paced = |m: &bulk::SqsMessage| ExpireCall::recognise(&m.body).is_none();
+    let answer = bulk::process(batch, &app.pace, last_slot, paced, |message| async move {
+        match ExpireCall::recognise(&message.body) {
+            Some(Ok(expire)) => return crate::expiry::handle_message(expire, app, deadline).await,
+            Some(Err(e)) => {
+                warn!(message_id = %message.message_id, error = %e, "malformed expiry message; reported");
+                return bulk::Outcome::NotPlaced;
+            }
+            None => {}
+        }
         match AlertMessage::recognise(&message.body) {
             Some(Ok(alert)) => return crate::alerts::handle_message(alert, app, deadline).await,
             Some(Err(e)) => {
@@ -307,9 +322,14 @@ pub async fn place(
     deadline: Deadline,
     key: Option<IdempotencyKey>,
 ) -> Result<Placement, OutboundError> {
+    let not_after = event.not_after.clone();
     let result = place_checked(event, app, deadline, key.as_ref()).await;
-    if let Err(e) = &result {
-        announce_failure(app, e, key.as_ref()).await;
+    match (&result, not_after) {
+        (Ok(placed), Some(not_after)) => {
+            crate::expiry::schedule(app, &placed.created.sid, &not_after, key.as_ref()).await;
+        }
+        (Ok(_), None) => {}
+        (Err(e), _) => announce_failure(app, e, key.as_ref()).await,
     }
     result
 }
@@ -322,7 +342,7 @@ async fn place_checked(
 ) -> Result<Placement, OutboundError> {
     if let Some(raw) = event.not_after.clone() {
         let limit = delivery::not_after(&raw).map_err(EventError::from)?;
-        if SystemTime::now() > limit {
+        if (app.clock)() > limit {
             warn!(not_after = %raw, "call event delivered too late; nothing sent");
             cancel_late_call(app, key).await;
             return Err(OutboundError::Expired(raw));
@@ -492,9 +512,10 @@ async fn cancel_late_call(app: &App, key: Option<&IdempotencyKey>) {
         return;
     };
     match app.calls.cancel(&credentials, &call_sid).await {
-        Ok(status) => {
+        Ok(Some(status)) => {
             info!(call_sid = %call_sid, status = %status, "a call still waiting past not_after was cancelled")
         }
+        Ok(None) => info!(call_sid = %call_sid, "Twilio knows no such call; nothing to cancel"),
         Err(e) => {
             warn!(call_sid = %call_sid, error = %e, "a call past not_after could not be cancelled")
         }

@@ -7,11 +7,13 @@ pub mod bulk;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod expiry;
 pub mod handler;
 pub mod once;
 
 use aws_types::SdkConfig;
 use config::Config;
+use expiry::ExpiryQueue;
 use handler::App;
 use twilio_voice::calls::{CallsClient, HttpTimeouts, RetryPolicy};
 use twilio_voice::credentials::{self, CredentialStore, CredentialsError};
@@ -45,6 +47,12 @@ impl App {
         if config.ledger_table.is_none() {
             tracing::warn!("CALL_LEDGER_TABLE is not set: a redelivered event dials again");
         }
+        if config.bulk_calls_queue_url.is_none() {
+            tracing::warn!(
+                "BULK_CALLS_QUEUE_URL is not set: a call that Twilio still holds at its not_after \
+                 is cancelled only if its request is delivered again"
+            );
+        }
         let calls = CallsClient::new(&config.api_base_url, timeouts, retry)?;
         let credentials = CredentialStore::new(ssm, config.credentials, credentials::DEFAULT_TTL);
         let (fetched, ()) = tokio::join!(credentials.prefetch(), calls.warm_up());
@@ -59,10 +67,13 @@ impl App {
             status_callback: config.status_callback,
             pace: Pace::share(config.calls_per_second, config.bulk_consumers),
             alerts: None,
+            expiry: None,
+            clock: std::sync::Arc::new(std::time::SystemTime::now),
         })
     }
 
-    /// Adds the call ledger and the event bus named in `config`, on clients built from `aws`.
+    /// Adds the call ledger, the event bus and the expiry queue named in `config`, on clients
+    /// built from `aws`.
     pub fn with_outcomes(mut self, config: &Config, aws: &SdkConfig) -> Self {
         self.ledger = config
             .ledger_table
@@ -72,6 +83,10 @@ impl App {
             .event_bus
             .as_ref()
             .map(|bus| EventBus::new(twilio_voice::aws::eventbridge(aws), bus));
+        self.expiry = config
+            .bulk_calls_queue_url
+            .as_ref()
+            .map(|url| ExpiryQueue::new(twilio_voice::aws::sqs(aws), url));
         self
     }
 

@@ -108,6 +108,7 @@ async fn stack(setup: Setup) -> Stack {
         ("TWILIO_FROM_NUMBER", FROM),
         ("TWILIO_API_BASE_URL", sim_url.as_str()),
         ("CALL_LEDGER_TABLE", "ledger"),
+        ("BULK_CALLS_QUEUE_URL", queue_url.as_str()),
         ("EVENT_BUS_NAME", "default"),
         ("STATUS_CALLBACK_URL", status_callback.as_str()),
         ("CALLS_PER_SECOND", "100"),
@@ -808,6 +809,10 @@ async fn an_invalid_escalation_policy_stops_the_start_naming_its_parameter() {
         ("TWILIO_FROM_NUMBER", FROM),
         ("TWILIO_API_BASE_URL", "http://127.0.0.1:1"),
         ("CALL_LEDGER_TABLE", "ledger"),
+        (
+            "BULK_CALLS_QUEUE_URL",
+            "http://127.0.0.1:1/123456789012/calls",
+        ),
         ("STATUS_CALLBACK_URL", "https://fn.example/status"),
         (
             "ALERT_STATE_MACHINE_ARN",

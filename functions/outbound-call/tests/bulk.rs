@@ -35,19 +35,25 @@ async fn reported_messages_come_back_and_end_in_the_dead_letter_queue() {
         let deadline = pace.now() + Duration::from_secs(28);
         let placed = placed.clone();
         async move {
-            process(event, pace, deadline, |m| {
-                let ok = m.body != "bad";
-                if ok {
-                    placed.lock().unwrap().push(m.body);
-                }
-                async move {
+            process(
+                event,
+                pace,
+                deadline,
+                |_| true,
+                |m| {
+                    let ok = m.body != "bad";
                     if ok {
-                        Outcome::Placed
-                    } else {
-                        Outcome::NotPlaced
+                        placed.lock().unwrap().push(m.body);
                     }
-                }
-            })
+                    async move {
+                        if ok {
+                            Outcome::Placed
+                        } else {
+                            Outcome::NotPlaced
+                        }
+                    }
+                },
+            )
             .await
         }
     })

@@ -41,6 +41,8 @@ async fn stack(answer: ResponseTemplate) -> Stack {
     let aws = test_support::aws_config(&moto.url());
     test_support::create_ledger_table(&twilio_voice::aws::dynamodb(&aws), "ledger").await;
     let inbox = test_support::EventInbox::subscribe(&aws, "default").await;
+    let (queue, _, _) =
+        test_support::bulk_queue(&twilio_voice::aws::sqs(&aws), "bulk-calls", 3).await;
     let twilio = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(CALLS_PATH))
@@ -51,6 +53,7 @@ async fn stack(answer: ResponseTemplate) -> Stack {
         &twilio.uri(),
         &[
             ("CALL_LEDGER_TABLE", "ledger"),
+            ("BULK_CALLS_QUEUE_URL", queue.as_str()),
             ("EVENT_BUS_NAME", "default"),
             ("STATUS_CALLBACK_URL", OUR_STATUS_URL),
         ],

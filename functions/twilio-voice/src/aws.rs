@@ -3,7 +3,8 @@
 //! why: no profiles, SSO, STS web identity or IMDS, about a megabyte per bootstrap).
 //!
 //! [`sdk_config`] reads the region, the execution role's credentials, extra TLS roots and the
-//! endpoint overrides once; [`dynamodb`], [`eventbridge`] and [`stepfunctions`] build a client from it. Every client
+//! endpoint overrides once; [`dynamodb`], [`eventbridge`], [`stepfunctions`] and [`sqs`] build a
+//! client from it. Every client
 //! shares one HTTP client (one connector, the Amazon Trust Services roots plus `AWS_CA_BUNDLE`), an
 //! operation timeout and a bounded number of attempts ([`Resilience`]), so a slow dependency costs
 //! a bounded part of the invocation instead of all of it.
@@ -115,6 +116,11 @@ pub fn eventbridge(config: &SdkConfig) -> aws_sdk_eventbridge::Client {
 /// A Step Functions client on the shared configuration.
 pub fn stepfunctions(config: &SdkConfig) -> aws_sdk_sfn::Client {
     aws_sdk_sfn::Client::new(config)
+}
+
+/// An SQS client on the shared configuration.
+pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(config)
 }
 
 /// The per-service endpoints, read once, as the SDK's service configs ask for them.

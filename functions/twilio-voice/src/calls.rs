@@ -255,6 +255,11 @@ fn in_range(
     }
 }
 
+/// Whether `sid` has the shape of a Twilio call SID (`CA` + 32 hex digits).
+pub fn is_call_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("CA") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Twilio's answer to a created call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCreated {
@@ -771,35 +776,58 @@ impl CallsClient {
         Ok(found)
     }
 
+    /// A call's own URL (`.../Calls/{CallSid}.json`); the SID goes into the path, so only
+    /// Twilio's shape of one (CA + 32 hex digits) is accepted.
+    fn call_url(&self, creds: &ApiCredentials, call_sid: &str) -> Result<String, CallError> {
+        if !is_call_sid(call_sid) {
+            return Err(CallError::Unreachable("not a call SID".into()));
+        }
+        Ok(format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{call_sid}.json",
+            self.base_url, creds.account_sid
+        ))
+    }
+
+    /// A call's status now (`GET .../Calls/{CallSid}.json`): `queued`, `initiated`, `ringing`,
+    /// `in-progress` or a final one; `None` when Twilio knows no such call (404). One request,
+    /// no retry.
+    pub async fn status(
+        &self,
+        creds: &ApiCredentials,
+        call_sid: &str,
+    ) -> Result<Option<String>, CallError> {
+        let url = self.call_url(creds, call_sid)?;
+        let request = self.http.get(url);
+        self.call_resource(request, creds).await
+    }
+
     /// Cancels a call still queued or ringing at Twilio (`POST .../Calls/{CallSid}.json`,
     /// `Status=canceled`); Twilio leaves a call that is already answered or over as it is and
-    /// answers with its status. One request, no retry. Returns the call's status after it.
+    /// answers with its status. One request, no retry. Returns the call's status after it, or
+    /// `None` when Twilio knows no such call (404).
     pub async fn cancel(
         &self,
         creds: &ApiCredentials,
         call_sid: &str,
-    ) -> Result<String, CallError> {
-        // The SID goes into the path: only Twilio's shape of one (CA + 32 hex digits).
-        let well_formed = call_sid.len() == 34
-            && call_sid.starts_with("CA")
-            && call_sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
-        if !well_formed {
-            return Err(CallError::Unreachable("not a call SID".into()));
-        }
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls/{call_sid}.json",
-            self.base_url, creds.account_sid
-        );
+    ) -> Result<Option<String>, CallError> {
+        let url = self.call_url(creds, call_sid)?;
+        let request = self.http.post(url).form(&[("Status", "canceled")]);
+        self.call_resource(request, creds).await
+    }
+
+    /// Sends a request for one call resource and reads its `status`.
+    async fn call_resource(
+        &self,
+        request: reqwest::RequestBuilder,
+        creds: &ApiCredentials,
+    ) -> Result<Option<String>, CallError> {
         #[derive(Deserialize)]
-        struct Updated {
+        struct Call {
             status: String,
         }
-        let response = self
-            .http
-            .post(url)
+        let response = request
             .basic_auth(&creds.username, Some(creds.password.expose()))
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[("Status", "canceled")])
             .send()
             .await
             .map_err(|e| CallError::Unreachable(without_url(&e)))?;
@@ -808,14 +836,23 @@ impl CallsClient {
             .bytes()
             .await
             .map_err(|e| CallError::Unreachable(without_url(&e)))?;
-        if !(200..=299).contains(&status) {
-            return Err(CallError::Unreachable(
-                TwilioError::from_response(status, &body).to_string(),
-            ));
+        match status {
+            200..=299 => {}
+            404 => return Ok(None),
+            401 => {
+                return Err(CallError::Authentication(TwilioError::from_response(
+                    status, &body,
+                )));
+            }
+            _ => {
+                return Err(CallError::Unreachable(
+                    TwilioError::from_response(status, &body).to_string(),
+                ));
+            }
         }
-        serde_json::from_slice::<Updated>(&body)
-            .map(|u| u.status)
-            .map_err(|_| CallError::Unreachable("the call update is not a call".into()))
+        serde_json::from_slice::<Call>(&body)
+            .map(|c| Some(c.status))
+            .map_err(|_| CallError::Unreachable("Twilio's answer is not a call".into()))
     }
 
     async fn get_list_page<T: serde::de::DeserializeOwned>(

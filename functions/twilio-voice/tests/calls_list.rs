@@ -84,3 +84,52 @@ async fn a_next_page_elsewhere_is_not_followed() {
     assert!(!found.complete, "the rest of the list is unknown");
     assert_eq!(twilio.received_requests().await.unwrap().len(), 1);
 }
+
+/// One call's resource, read (`status`) and cancelled (`cancel`): a call Twilio does not know
+/// (404) is `None`, not an error, so that an expiry message for it is done with; any other
+/// refusal is an error, so that it is tried again.
+#[tokio::test]
+async fn one_call_is_read_and_cancelled_and_an_unknown_one_is_none() {
+    const SID: &str = "CA0123456789abcdef0123456789abcdef";
+    const GONE: &str = "CAffffffffffffffffffffffffffffffff";
+    let call = |sid: &str| format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json");
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(call(SID)))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sid": SID, "status": "ringing"})),
+        )
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(call(SID)))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sid": SID, "status": "canceled"})),
+        )
+        .mount(&twilio)
+        .await;
+    Mock::given(path(call(GONE)))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"code": 20404, "message": "not found"})),
+        )
+        .mount(&twilio)
+        .await;
+    let c = client(&twilio);
+    assert_eq!(
+        c.status(&creds(), SID).await.unwrap().as_deref(),
+        Some("ringing")
+    );
+    assert_eq!(
+        c.cancel(&creds(), SID).await.unwrap().as_deref(),
+        Some("canceled")
+    );
+    assert_eq!(c.status(&creds(), GONE).await.unwrap(), None);
+    assert_eq!(c.cancel(&creds(), GONE).await.unwrap(), None);
+    // Not a SID: nothing is sent.
+    assert!(c.status(&creds(), "../Calls").await.is_err());
+    let sent = twilio.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 4);
+    let form = String::from_utf8(sent[1].body.clone()).unwrap();
+    assert_eq!(form, "Status=canceled");
+}
