@@ -237,6 +237,21 @@ async fn place_alert_call(
             );
         }
     };
+    // The step's deadline comes from when Step Functions started its timer; without it the
+    // step cannot be bounded, and is failed rather than left to its timeout.
+    let step = match call.step(token.clone()) {
+        Ok(step) => step,
+        Err(e) => {
+            warn!(error = %e, "alert call without its step's start time; the next contact is called");
+            let cause = json!({"error_type": CALL_FAILED, "message": e.to_string()});
+            return settled(
+                alerts
+                    .escalations
+                    .fail(&token, CALL_FAILED, &cause.to_string())
+                    .await,
+            );
+        }
+    };
     let request = match alert_request(&call, &key, app, alerts) {
         Ok(request) => request,
         Err(e) => {
@@ -250,7 +265,6 @@ async fn place_alert_call(
             );
         }
     };
-    let step = call.step(token.clone(), ledger.time());
     let outcome = place_once_claiming(
         ledger,
         || ledger.claim_alert(&key, &step),

@@ -607,15 +607,16 @@ async fn a_replayed_acknowledgement_acknowledges_nothing_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn a_key_after_the_step_timed_out_does_not_acknowledge() {
-    // In real seconds: the step times out 6 s after it starts; A's phone rings 4 s, the short
-    // message and the prompt are spoken, and A hesitates 4 s more before pressing 1. B does not
-    // answer.
+    // In real seconds: the step times out 8 s after it starts, so a key counts until 6 s (the
+    // ledger keeps 2 s before Step Functions' timeout); A's phone rings 3 s, the short message
+    // and the prompt are spoken, and A hesitates 4 s more before pressing 1 (the Gather waits
+    // 5 s). B does not answer.
     let mut p = policy(&[A, B], 1);
     p["ring_timeout_seconds"] = json!(5);
-    p["step_timeout_seconds"] = json!(6);
+    p["step_timeout_seconds"] = json!(8);
     let stack = stack(Setup {
         numbers: json!({
-            A: {"answer": "human", "ring_seconds": 4, "keys": [{"digits": "1", "after": 4}]},
+            A: {"answer": "human", "ring_seconds": 3, "keys": [{"digits": "1", "after": 4}]},
             B: {"answer": "no-answer"},
         }),
         policy: p,
