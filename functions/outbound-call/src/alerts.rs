@@ -30,7 +30,7 @@ use twilio_voice::credentials::{
     CredentialSpec, CredentialStore, CredentialsError, DEFAULT_TTL, Parameters,
 };
 use twilio_voice::http_event;
-use twilio_voice::ledger::{Duplicate, IdempotencyKey, Ledger};
+use twilio_voice::ledger::{AlertStep, ClaimOutcome, Duplicate, IdempotencyKey, Ledger};
 use twilio_voice::limits::TIME_LIMIT_SECONDS;
 use twilio_voice::phone::{AllowList, mask_digits};
 use twilio_voice::stepfunctions::{Escalations, SfnError, TaskToken};
@@ -45,6 +45,14 @@ use crate::once::{Fate, OnceError, place_once_claiming};
 
 /// How long an alert call may outlast its step (`TimeLimit`), to tell a late key it is late.
 const LATE_KEY_SECONDS: u32 = 120;
+
+/// A step whose deadline is this close is not dialled: the phone could not even ring before a
+/// key stops counting. Small, since steps may be short (a ring timeout of 5 s allows a step of
+/// 6 s, whose ledger deadline is 4 s after it starts).
+const DIAL_MARGIN_SECONDS: u64 = 1;
+
+/// The ledger's `error_type` of an alert call never placed because its step had timed out.
+const STEP_EXPIRED: &str = "Alert.StepExpired";
 
 /// What alerts hold between invocations.
 pub struct Alerts {
@@ -252,6 +260,16 @@ async fn place_alert_call(
             );
         }
     };
+    // Alert messages wait in the bulk queue behind its backlog and pace: one can arrive after
+    // its step timed out, when Step Functions has moved on to the next contact. Dialling then
+    // would ring a person whose key can no longer acknowledge.
+    let now = ledger
+        .time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if step.step_deadline <= now + DIAL_MARGIN_SECONDS {
+        return expired(ledger, &key, &step, &token, alerts).await;
+    }
     let request = match alert_request(&call, &key, app, alerts) {
         Ok(request) => request,
         Err(e) => {
@@ -328,6 +346,48 @@ async fn place_alert_call(
             Outcome::Placed
         }
     }
+}
+
+/// The step's deadline is (nearly) past before the call was placed: nothing is dialled. The
+/// step is claimed, recorded as never placed and closed, so the ledger says why no call exists;
+/// Step Functions is told in case its timer has not run out yet (a closed step answers
+/// `StepClosed`). An earlier delivery's claim is left alone: its call decides the step. The
+/// message is deleted either way; a redelivery would find the deadline past again.
+async fn expired(
+    ledger: &Ledger,
+    key: &IdempotencyKey,
+    step: &AlertStep,
+    token: &TaskToken,
+    alerts: &Alerts,
+) -> Outcome {
+    warn!(
+        step_deadline = step.step_deadline,
+        "alert call arrived after its step's deadline; not dialled"
+    );
+    match ledger.claim_alert(key, step).await {
+        Ok(ClaimOutcome::Won(claim)) => {
+            if let Err(e) = ledger.record_failed(&claim, STEP_EXPIRED, None).await {
+                warn!(error = %e, "the expired alert step's claim was not recorded as failed");
+            }
+            if let Err(e) = ledger.close_alert_step(key).await {
+                warn!(error = %e, "the expired alert step was not closed in the ledger");
+            }
+        }
+        Ok(ClaimOutcome::Duplicate(_)) => {
+            info!("an earlier delivery claimed this step; its call decides it");
+            return Outcome::Placed;
+        }
+        Err(e) => warn!(error = %e, "call ledger unavailable; the expired step is not recorded"),
+    }
+    let cause = json!({"error_type": STEP_EXPIRED});
+    if let Err(e) = alerts
+        .escalations
+        .fail(token, CALL_FAILED, &cause.to_string())
+        .await
+    {
+        info!(error = %e, "the expired step was not failed; its own timeout ends it");
+    }
+    Outcome::Placed
 }
 
 /// Twilio refused the call: no call exists, so nobody can acknowledge it; the step is closed

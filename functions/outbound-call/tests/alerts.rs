@@ -696,15 +696,25 @@ async fn a_call_twilio_refuses_moves_on_at_once() {
 }
 
 /// An `alert_call` message as the state machine sends it.
+/// Its step started `ago` (`None`: the message does not say when).
 fn alert_call_body(alert_id: &str, attempt: u32, number: &str) -> String {
-    json!({"alert_call": {
+    alert_call_started(alert_id, attempt, number, Some(Duration::ZERO))
+}
+
+fn alert_call_started(alert_id: &str, attempt: u32, number: &str, ago: Option<Duration>) -> String {
+    let mut body = json!({"alert_call": {
         "alert_id": alert_id, "attempt": attempt, "round": 1,
         "contact": {"name": "山田", "number": number},
         "speech": {"message": "テストです", "language": "ja-JP"},
         "max_prompts": 2, "ring_timeout_seconds": 20, "step_timeout_seconds": 60,
-        "step_started_at": "2026-11-25T05:00:12.345Z"
-    }, "task_token": "not-a-real-token"})
-    .to_string()
+    }, "task_token": "not-a-real-token"});
+    if let Some(ago) = ago {
+        let started = aws_smithy_types::DateTime::from(std::time::SystemTime::now() - ago)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap();
+        body["alert_call"]["step_started_at"] = json!(started);
+    }
+    body.to_string()
 }
 
 fn sqs_event(bodies: &[(&str, &str)]) -> Value {
@@ -775,6 +785,51 @@ async fn a_redelivered_alert_call_never_dials_twice() {
     );
     assert_eq!(field("MachineDetection").as_deref(), Some("Enable"));
     assert_eq!(field("Timeout").as_deref(), Some("20"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
+async fn an_alert_call_past_its_steps_deadline_is_not_dialled() {
+    let stack = stack(Setup {
+        numbers: json!({A: {"answer": "no-answer"}}),
+        policy: policy(&[A], 1),
+        time_scale: 0.0,
+    })
+    .await;
+    // Delayed in the bulk queue past its 60 s step; another due within the dial margin
+    // (60 - 2 s of the ledger's margin - 57 s: 1 s left); one without its start time.
+    let late = alert_call_started("late", 1, A, Some(Duration::from_secs(600)));
+    let nearly = alert_call_started("nearly", 1, A, Some(Duration::from_secs(57)));
+    let unbounded = alert_call_started("unbounded", 1, A, None);
+    let answer = handler::handle(
+        sqs_event(&[("m1", &late), ("m2", &nearly), ("m3", &unbounded)]),
+        &stack.outbound,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "deleted: {answer}");
+    let log = stack.sim.idle_log().await;
+    let asked = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "api" && e["method"] == "POST")
+        .count();
+    assert_eq!(asked, 0, "{}", stack.sim.transcript().join("\n"));
+    for id in ["late", "nearly"] {
+        let key = IdempotencyKey::new(format!("alert:{id}:1")).unwrap();
+        let step = stack
+            .ledger
+            .alert_step(&key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id}: the step is recorded"));
+        assert!(step.closed, "{id}: closed");
+        assert_eq!(step.call_sid, None, "{id}");
+    }
+    let key = IdempotencyKey::new("alert:unbounded:1").unwrap();
+    assert!(stack.ledger.alert_step(&key).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
