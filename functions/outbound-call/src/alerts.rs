@@ -608,11 +608,11 @@ async fn escalate(
         ),
         (None, None) => (
             format!(
-                "alert-{}-{:08x}",
+                "alert-{}-{:016x}",
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
-                fastrand::u32(..)
+                fastrand::u64(..)
             ),
             None,
         ),

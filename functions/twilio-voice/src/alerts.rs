@@ -670,8 +670,11 @@ fn slug(raw: &str, max: usize) -> String {
         .collect()
 }
 
+/// 64 bits (16 hex digits): two names colliding would silently merge two alerts into one
+/// escalation (the second answered "already started"); at 32 bits that is likely after some
+/// tens of thousands of names, at 64 bits not in practice.
 fn short_hash(raw: &str) -> String {
-    hex::encode(&Sha256::digest(raw.as_bytes())[..4])
+    hex::encode(&Sha256::digest(raw.as_bytes())[..8])
 }
 
 /// What names an escalation: the same alarm state change (or the same client key) always gets
@@ -695,7 +698,7 @@ pub fn execution_name(origin: &AlertOrigin<'_>) -> String {
         AlertOrigin::Alarm { name, time } => {
             let tail = match time {
                 Some(t) => short_hash(t),
-                None => format!("{:08x}", fastrand::u32(..)),
+                None => format!("{:016x}", fastrand::u64(..)),
             };
             format!("{}{tail}", alarm_prefix(name))
         }
@@ -703,7 +706,8 @@ pub fn execution_name(origin: &AlertOrigin<'_>) -> String {
     }
 }
 
-/// The prefix every execution name of alarm `name` starts with.
+/// The prefix every execution name of alarm `name` starts with: 6 + 40 + 1 + 16 + 1
+/// characters, leaving 16 for the tail within Step Functions' 80.
 pub fn alarm_prefix(name: &str) -> String {
     format!("alarm-{}-{}-", slug(name, 40), short_hash(name))
 }
@@ -1025,5 +1029,30 @@ mod tests {
             execution_name(&AlertOrigin::Key("a")),
             execution_name(&AlertOrigin::Key("b"))
         );
+    }
+
+    #[test]
+    fn execution_names_carry_64_bit_hashes() {
+        // A 32-bit hash collides after tens of thousands of names, and a collision merges two
+        // alerts into one escalation: every hash and random tail is 16 hex digits, and the
+        // longest names still fit Step Functions' 80 characters.
+        let hex16 = |part: &str| part.len() == 16 && part.chars().all(|c| c.is_ascii_hexdigit());
+        let long = "a".repeat(300);
+        let alarm = execution_name(&AlertOrigin::Alarm {
+            name: &long,
+            time: Some("2026-11-25T05:00:00Z"),
+        });
+        let parts: Vec<&str> = alarm.rsplitn(3, '-').collect();
+        assert!(hex16(parts[0]) && hex16(parts[1]), "{alarm}");
+        assert_eq!(alarm.len(), 80, "{alarm}");
+        let untimed = execution_name(&AlertOrigin::Alarm {
+            name: &long,
+            time: None,
+        });
+        assert!(hex16(untimed.rsplit('-').next().unwrap()), "{untimed}");
+        assert!(untimed.len() <= 80, "{untimed}");
+        let key = execution_name(&AlertOrigin::Key(&long));
+        assert!(hex16(key.rsplit('-').next().unwrap()), "{key}");
+        assert!(key.len() <= 80, "{key}");
     }
 }
