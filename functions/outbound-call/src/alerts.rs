@@ -33,7 +33,7 @@ use twilio_voice::http_event;
 use twilio_voice::ledger::{AlertStep, ClaimOutcome, Duplicate, IdempotencyKey, Ledger};
 use twilio_voice::limits::TIME_LIMIT_SECONDS;
 use twilio_voice::phone::{AllowList, mask_digits};
-use twilio_voice::stepfunctions::{Escalations, SfnError, TaskToken};
+use twilio_voice::stepfunctions::{self, Escalations, Persistence, SfnError, TaskToken};
 use twilio_voice::twiml::inspect::{self, UrlPrefixes};
 
 use crate::bulk::Outcome;
@@ -511,7 +511,11 @@ impl Escalation {
 
 /// A CloudWatch alarm's state change: `ALARM` starts the escalation named after the alarm and
 /// the time of the change; any other state is logged and ignored.
-pub async fn handle_alarm_event(event: Value, app: &App) -> Result<Value, OutboundError> {
+pub async fn handle_alarm_event(
+    event: Value,
+    app: &App,
+    deadline: Deadline,
+) -> Result<Value, OutboundError> {
     let event: AlarmEvent = serde_json::from_value(event).map_err(EventError::json)?;
     let detail = event.detail;
     if detail.state.value != "ALARM" {
@@ -531,7 +535,7 @@ pub async fn handle_alarm_event(event: Value, app: &App) -> Result<Value, Outbou
         }),
         ..Alert::default()
     };
-    Ok(escalate(alert, None, app).await?.to_json())
+    Ok(escalate(alert, None, app, deadline).await?.to_json())
 }
 
 /// `POST /alerts`: the alert's fields, and optionally `idempotency_key` (or the
@@ -552,7 +556,11 @@ struct AlertRequest {
 }
 
 /// `POST /alerts`: 202 with the execution when it started, 200 when it was running already.
-pub async fn handle_http(request: &ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2httpResponse {
+pub async fn handle_http(
+    request: &ApiGatewayV2httpRequest,
+    app: &App,
+    deadline: Deadline,
+) -> ApiGatewayV2httpResponse {
     let result = async {
         let bytes = http_event::body_bytes(request, MAX_EVENT_BYTES)
             .map_err(|e| EventError::Json(e.to_string()))?;
@@ -569,7 +577,7 @@ pub async fn handle_http(request: &ApiGatewayV2httpRequest, app: &App) -> ApiGat
             policy: body.policy,
             language: body.language,
         };
-        escalate(alert, key, app).await
+        escalate(alert, key, app, deadline).await
     }
     .await;
     match result {
@@ -587,6 +595,7 @@ async fn escalate(
     alert: Alert,
     key: Option<IdempotencyKey>,
     app: &App,
+    deadline: Deadline,
 ) -> Result<Escalation, OutboundError> {
     let alerts = app.alerts.as_ref().ok_or(OutboundError::AlertsOff)?;
     alert.check().map_err(EventError::from)?;
@@ -617,12 +626,18 @@ async fn escalate(
             None,
         ),
     };
+    // Each request below is safe to repeat (reads, and a start by name), and the alarm rule
+    // invokes this function once (MaximumRetryAttempts 0): a Step Functions blip is waited
+    // out within this invocation rather than losing the page.
+    let policy = Persistence::default();
     if let Some(prefix) = prefix
-        && let Some(running) = alerts
-            .escalations
-            .running(&alerts.state_machine_arn, &prefix)
-            .await
-            .map_err(OutboundError::Escalation)?
+        && let Some(running) = stepfunctions::persist(policy, deadline, || {
+            alerts
+                .escalations
+                .running(&alerts.state_machine_arn, &prefix)
+        })
+        .await
+        .map_err(OutboundError::Escalation)?
         && !running.ends_with(&format!(":{name}"))
     {
         info!(alert_id = %name, running = %running, "this alarm's escalation is running already; not started again");
@@ -632,28 +647,37 @@ async fn escalate(
             started: false,
         });
     }
-    // StartExecution answers a running execution's name and input with that execution, as if
-    // it had started it: asked first (ListExecutions, which the alarm check needs anyway), the
-    // answer can say it did not. An execution that ended is told by the start's NameTaken.
-    if let Some(running) = alerts
-        .escalations
-        .running(&alerts.state_machine_arn, &name)
-        .await
-        .map_err(OutboundError::Escalation)?
-        && running.ends_with(&format!(":{name}"))
-    {
-        info!(alert_id = %name, "this alert's escalation runs already; not started again");
-        return Ok(Escalation {
-            alert_id: name,
-            execution_arn: running,
-            started: false,
-        });
-    }
     let input = serde_json::to_string(&ExecutionInput { alert }).expect("an alert serializes");
-    match alerts
-        .escalations
-        .start(&alerts.state_machine_arn, &name, &input)
+    let arn = execution_arn(&alerts.state_machine_arn, &name);
+    // StartExecution answers a running execution's name and input with that execution, as if
+    // it had started it: asked first, the answer can say it did not. The same name with
+    // another input is another alert under a key already used.
+    let existing = stepfunctions::persist(policy, deadline, || alerts.escalations.describe(&arn))
         .await
+        .map_err(OutboundError::Escalation)?;
+    match existing {
+        Some(execution)
+            if execution
+                .input
+                .as_deref()
+                .is_none_or(|i| same_input(i, &input)) =>
+        {
+            info!(alert_id = %name, running = execution.running, "this alert's escalation was started before; not started again");
+            return Ok(Escalation {
+                alert_id: name,
+                execution_arn: arn,
+                started: false,
+            });
+        }
+        Some(_) => return Err(OutboundError::AlertConflict(name)),
+        None => {}
+    }
+    match stepfunctions::persist(policy, deadline, || {
+        alerts
+            .escalations
+            .start(&alerts.state_machine_arn, &name, &input)
+    })
+    .await
     {
         Ok(started) => {
             info!(alert_id = %name, "escalation started");
@@ -663,16 +687,20 @@ async fn escalate(
                 started: true,
             })
         }
-        // The name was used: this alert (or this key) started its escalation before.
-        Err(SfnError::NameTaken) => {
-            info!(alert_id = %name, "this alert's escalation was started before; not started again");
-            Ok(Escalation {
-                execution_arn: execution_arn(&alerts.state_machine_arn, &name),
-                alert_id: name,
-                started: false,
-            })
-        }
+        // Started in between with another input.
+        Err(SfnError::NameTaken) => Err(OutboundError::AlertConflict(name)),
         Err(e) => Err(OutboundError::Escalation(e)),
+    }
+}
+
+/// Whether an execution's input is `ours`: compared as JSON, not as text.
+fn same_input(theirs: &str, ours: &str) -> bool {
+    match (
+        serde_json::from_str::<Value>(theirs),
+        serde_json::from_str::<Value>(ours),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => theirs == ours,
     }
 }
 

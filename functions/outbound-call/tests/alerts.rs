@@ -851,6 +851,23 @@ async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["execution_arn"], first["execution_arn"]);
+    // The same key with another alert is not that escalation: a conflict, nothing started.
+    let (status, other) = stack
+        .post_alert(
+            json!({"message": "別のアラートです"}),
+            Some("batch-2026-11-25"),
+        )
+        .await;
+    assert_eq!(status, 409, "{other}");
+    assert_eq!(other["error"]["type"], "NonRetryable.AlertConflict");
+    let executions = stack
+        .sfn
+        .list_executions()
+        .state_machine_arn(&stack.state_machine_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(executions.executions().len(), 1);
     let (status, refused) = stack
         .post_alert(json!({"message": "x", "policy": "weekend"}), None)
         .await;
