@@ -896,6 +896,25 @@ async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
         .await
         .unwrap();
     assert_eq!(described.error(), Some("Alert.InvalidPlan"));
+    // ... and says so on the bus, nobody having been called. (The escalation started over
+    // HTTP above runs on and may announce its own end meanwhile.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed: Vec<_> = stack
+        .alert_events()
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            DomainEvent::AlertFailed(f) => Some((f.alert_id, f.error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [(
+            "direct-unknown-policy".to_owned(),
+            "Alert.InvalidPlan".to_owned()
+        )]
+    );
 }
 
 #[tokio::test]
