@@ -443,10 +443,13 @@ async fn nobody_in_two_rounds_of_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn the_same_alarm_twice_is_one_escalation() {
+    // A's phone rings 15 simulated seconds, 3 real ones: the escalation still runs when the
+    // later state change arrives (milliseconds after the first), which is what the check is
+    // about. (The alarm's long message is spoken at the same scale.)
     let stack = stack(Setup {
-        numbers: json!({A: {"answer": "human", "keys": ["1"]}}),
+        numbers: json!({A: {"answer": "human", "ring_seconds": 15, "keys": ["1"]}}),
         policy: policy(&[A, B], 1),
-        time_scale: 0.0,
+        time_scale: 0.2,
     })
     .await;
     let time = "2026-11-25T05:00:12.345+0000";
@@ -602,6 +605,26 @@ async fn a_replayed_acknowledgement_acknowledges_nothing_more() {
         stack.alert_events().await.is_empty(),
         "no second acknowledgement"
     );
+    // Step Functions took one success for the call's step.
+    let arn = execution_arn_of(&stack, &alert_id).await;
+    assert_eq!(stack.call_step_endings(&arn).await, ["succeeded"]);
+}
+
+/// The ARN of the execution named `alert_id`.
+async fn execution_arn_of(stack: &Stack, alert_id: &str) -> String {
+    stack
+        .sfn
+        .list_executions()
+        .state_machine_arn(&stack.state_machine_arn)
+        .send()
+        .await
+        .unwrap()
+        .executions()
+        .iter()
+        .find(|e| e.name() == alert_id)
+        .expect("the execution")
+        .execution_arn()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
