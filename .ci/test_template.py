@@ -284,6 +284,8 @@ def check_ledger(res, overrides, conditions):
 
 
 STATE_MACHINE = {"Ref": "AlertEscalationStateMachine"}
+# The executions of the state machine (its Name is the stack's name and -alert-escalation).
+EXECUTIONS = "arn:aws:states:ap-northeast-1:123456789012:execution:twilio-voice-alert-escalation:*"
 # Log delivery to CloudWatch Logs accepts no resource but "*" (the only '*' allowed, and only here).
 LOG_DELIVERY = sorted([
     "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
@@ -344,10 +346,14 @@ def check_alerts(res, overrides, source_rules):
     for name, want in (("IncomingCallFunctionRole", ["states:SendTaskFailure", "states:SendTaskSuccess"]),
                        ("OutboundCallFunctionRole", ["states:ListExecutions", "states:SendTaskFailure", "states:SendTaskSuccess",
                                                      "states:StartExecution"])):
-        got = states_stmts.get(name, [])
+        got = [st for st in states_stmts.get(name, []) if st["Resource"] != EXECUTIONS]
         check(f"{name}: Step Functions {want} on this state machine only",
               sorted(a for st in got for a in as_list(st["Action"])) == want
               and all(st["Resource"] == STATE_MACHINE for st in got), got)
+    described = {name: [st for st in sts if st["Resource"] == EXECUTIONS] for name, sts in states_stmts.items()}
+    check("outbound-call alone may describe executions, of this state machine only",
+          {n: [a for st in sts for a in as_list(st["Action"])] for n, sts in described.items() if sts}
+          == {"OutboundCallFunctionRole": ["states:DescribeExecution"]}, described)
     others = [n for n, sts in states_stmts.items() if sts and n not in ("IncomingCallFunctionRole", "OutboundCallFunctionRole")]
     check("no other role may touch Step Functions", not others, others)
     check("incoming-call knows the state machine", env["IncomingCallFunction"].get("ALERT_STATE_MACHINE_ARN") == STATE_MACHINE, env["IncomingCallFunction"])

@@ -30,10 +30,10 @@ use twilio_voice::credentials::{
     CredentialSpec, CredentialStore, CredentialsError, DEFAULT_TTL, Parameters,
 };
 use twilio_voice::http_event;
-use twilio_voice::ledger::{Duplicate, IdempotencyKey, Ledger};
+use twilio_voice::ledger::{AlertStep, ClaimOutcome, Duplicate, IdempotencyKey, Ledger};
 use twilio_voice::limits::TIME_LIMIT_SECONDS;
 use twilio_voice::phone::{AllowList, mask_digits};
-use twilio_voice::stepfunctions::{Escalations, SfnError, TaskToken};
+use twilio_voice::stepfunctions::{self, Escalations, Persistence, SfnError, TaskToken};
 use twilio_voice::twiml::inspect::{self, UrlPrefixes};
 
 use crate::bulk::Outcome;
@@ -45,6 +45,14 @@ use crate::once::{Fate, OnceError, place_once_claiming};
 
 /// How long an alert call may outlast its step (`TimeLimit`), to tell a late key it is late.
 const LATE_KEY_SECONDS: u32 = 120;
+
+/// A step whose deadline is this close is not dialled: the phone could not even ring before a
+/// key stops counting. Small, since steps may be short (a ring timeout of 5 s allows a step of
+/// 6 s, whose ledger deadline is 4 s after it starts).
+const DIAL_MARGIN_SECONDS: u64 = 1;
+
+/// The ledger's `error_type` of an alert call never placed because its step had timed out.
+const STEP_EXPIRED: &str = "Alert.StepExpired";
 
 /// What alerts hold between invocations.
 pub struct Alerts {
@@ -237,6 +245,31 @@ async fn place_alert_call(
             );
         }
     };
+    // The step's deadline comes from when Step Functions started its timer; without it the
+    // step cannot be bounded, and is failed rather than left to its timeout.
+    let step = match call.step(token.clone()) {
+        Ok(step) => step,
+        Err(e) => {
+            warn!(error = %e, "alert call without its step's start time; the next contact is called");
+            let cause = json!({"error_type": CALL_FAILED, "message": e.to_string()});
+            return settled(
+                alerts
+                    .escalations
+                    .fail(&token, CALL_FAILED, &cause.to_string())
+                    .await,
+            );
+        }
+    };
+    // Alert messages wait in the bulk queue behind its backlog and pace: one can arrive after
+    // its step timed out, when Step Functions has moved on to the next contact. Dialling then
+    // would ring a person whose key can no longer acknowledge.
+    let now = ledger
+        .time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if step.step_deadline <= now + DIAL_MARGIN_SECONDS {
+        return expired(ledger, &key, &step, &token, alerts).await;
+    }
     let request = match alert_request(&call, &key, app, alerts) {
         Ok(request) => request,
         Err(e) => {
@@ -250,7 +283,6 @@ async fn place_alert_call(
             );
         }
     };
-    let step = call.step(token.clone(), ledger.time());
     let outcome = place_once_claiming(
         ledger,
         || ledger.claim_alert(&key, &step),
@@ -314,6 +346,48 @@ async fn place_alert_call(
             Outcome::Placed
         }
     }
+}
+
+/// The step's deadline is (nearly) past before the call was placed: nothing is dialled. The
+/// step is claimed, recorded as never placed and closed, so the ledger says why no call exists;
+/// Step Functions is told in case its timer has not run out yet (a closed step answers
+/// `StepClosed`). An earlier delivery's claim is left alone: its call decides the step. The
+/// message is deleted either way; a redelivery would find the deadline past again.
+async fn expired(
+    ledger: &Ledger,
+    key: &IdempotencyKey,
+    step: &AlertStep,
+    token: &TaskToken,
+    alerts: &Alerts,
+) -> Outcome {
+    warn!(
+        step_deadline = step.step_deadline,
+        "alert call arrived after its step's deadline; not dialled"
+    );
+    match ledger.claim_alert(key, step).await {
+        Ok(ClaimOutcome::Won(claim)) => {
+            if let Err(e) = ledger.record_failed(&claim, STEP_EXPIRED, None).await {
+                warn!(error = %e, "the expired alert step's claim was not recorded as failed");
+            }
+            if let Err(e) = ledger.close_alert_step(key).await {
+                warn!(error = %e, "the expired alert step was not closed in the ledger");
+            }
+        }
+        Ok(ClaimOutcome::Duplicate(_)) => {
+            info!("an earlier delivery claimed this step; its call decides it");
+            return Outcome::Placed;
+        }
+        Err(e) => warn!(error = %e, "call ledger unavailable; the expired step is not recorded"),
+    }
+    let cause = json!({"error_type": STEP_EXPIRED});
+    if let Err(e) = alerts
+        .escalations
+        .fail(token, CALL_FAILED, &cause.to_string())
+        .await
+    {
+        info!(error = %e, "the expired step was not failed; its own timeout ends it");
+    }
+    Outcome::Placed
 }
 
 /// Twilio refused the call: no call exists, so nobody can acknowledge it; the step is closed
@@ -437,7 +511,11 @@ impl Escalation {
 
 /// A CloudWatch alarm's state change: `ALARM` starts the escalation named after the alarm and
 /// the time of the change; any other state is logged and ignored.
-pub async fn handle_alarm_event(event: Value, app: &App) -> Result<Value, OutboundError> {
+pub async fn handle_alarm_event(
+    event: Value,
+    app: &App,
+    deadline: Deadline,
+) -> Result<Value, OutboundError> {
     let event: AlarmEvent = serde_json::from_value(event).map_err(EventError::json)?;
     let detail = event.detail;
     if detail.state.value != "ALARM" {
@@ -457,7 +535,7 @@ pub async fn handle_alarm_event(event: Value, app: &App) -> Result<Value, Outbou
         }),
         ..Alert::default()
     };
-    Ok(escalate(alert, None, app).await?.to_json())
+    Ok(escalate(alert, None, app, deadline).await?.to_json())
 }
 
 /// `POST /alerts`: the alert's fields, and optionally `idempotency_key` (or the
@@ -478,7 +556,11 @@ struct AlertRequest {
 }
 
 /// `POST /alerts`: 202 with the execution when it started, 200 when it was running already.
-pub async fn handle_http(request: &ApiGatewayV2httpRequest, app: &App) -> ApiGatewayV2httpResponse {
+pub async fn handle_http(
+    request: &ApiGatewayV2httpRequest,
+    app: &App,
+    deadline: Deadline,
+) -> ApiGatewayV2httpResponse {
     let result = async {
         let bytes = http_event::body_bytes(request, MAX_EVENT_BYTES)
             .map_err(|e| EventError::Json(e.to_string()))?;
@@ -495,7 +577,7 @@ pub async fn handle_http(request: &ApiGatewayV2httpRequest, app: &App) -> ApiGat
             policy: body.policy,
             language: body.language,
         };
-        escalate(alert, key, app).await
+        escalate(alert, key, app, deadline).await
     }
     .await;
     match result {
@@ -513,6 +595,7 @@ async fn escalate(
     alert: Alert,
     key: Option<IdempotencyKey>,
     app: &App,
+    deadline: Deadline,
 ) -> Result<Escalation, OutboundError> {
     let alerts = app.alerts.as_ref().ok_or(OutboundError::AlertsOff)?;
     alert.check().map_err(EventError::from)?;
@@ -534,21 +617,27 @@ async fn escalate(
         ),
         (None, None) => (
             format!(
-                "alert-{}-{:08x}",
+                "alert-{}-{:016x}",
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
-                fastrand::u32(..)
+                fastrand::u64(..)
             ),
             None,
         ),
     };
+    // Each request below is safe to repeat (reads, and a start by name), and the alarm rule
+    // invokes this function once (MaximumRetryAttempts 0): a Step Functions blip is waited
+    // out within this invocation rather than losing the page.
+    let policy = Persistence::default();
     if let Some(prefix) = prefix
-        && let Some(running) = alerts
-            .escalations
-            .running(&alerts.state_machine_arn, &prefix)
-            .await
-            .map_err(OutboundError::Escalation)?
+        && let Some(running) = stepfunctions::persist(policy, deadline, || {
+            alerts
+                .escalations
+                .running(&alerts.state_machine_arn, &prefix)
+        })
+        .await
+        .map_err(OutboundError::Escalation)?
         && !running.ends_with(&format!(":{name}"))
     {
         info!(alert_id = %name, running = %running, "this alarm's escalation is running already; not started again");
@@ -558,28 +647,37 @@ async fn escalate(
             started: false,
         });
     }
-    // StartExecution answers a running execution's name and input with that execution, as if
-    // it had started it: asked first (ListExecutions, which the alarm check needs anyway), the
-    // answer can say it did not. An execution that ended is told by the start's NameTaken.
-    if let Some(running) = alerts
-        .escalations
-        .running(&alerts.state_machine_arn, &name)
-        .await
-        .map_err(OutboundError::Escalation)?
-        && running.ends_with(&format!(":{name}"))
-    {
-        info!(alert_id = %name, "this alert's escalation runs already; not started again");
-        return Ok(Escalation {
-            alert_id: name,
-            execution_arn: running,
-            started: false,
-        });
-    }
     let input = serde_json::to_string(&ExecutionInput { alert }).expect("an alert serializes");
-    match alerts
-        .escalations
-        .start(&alerts.state_machine_arn, &name, &input)
+    let arn = execution_arn(&alerts.state_machine_arn, &name);
+    // StartExecution answers a running execution's name and input with that execution, as if
+    // it had started it: asked first, the answer can say it did not. The same name with
+    // another input is another alert under a key already used.
+    let existing = stepfunctions::persist(policy, deadline, || alerts.escalations.describe(&arn))
         .await
+        .map_err(OutboundError::Escalation)?;
+    match existing {
+        Some(execution)
+            if execution
+                .input
+                .as_deref()
+                .is_none_or(|i| same_input(i, &input)) =>
+        {
+            info!(alert_id = %name, running = execution.running, "this alert's escalation was started before; not started again");
+            return Ok(Escalation {
+                alert_id: name,
+                execution_arn: arn,
+                started: false,
+            });
+        }
+        Some(_) => return Err(OutboundError::AlertConflict(name)),
+        None => {}
+    }
+    match stepfunctions::persist(policy, deadline, || {
+        alerts
+            .escalations
+            .start(&alerts.state_machine_arn, &name, &input)
+    })
+    .await
     {
         Ok(started) => {
             info!(alert_id = %name, "escalation started");
@@ -589,16 +687,20 @@ async fn escalate(
                 started: true,
             })
         }
-        // The name was used: this alert (or this key) started its escalation before.
-        Err(SfnError::NameTaken) => {
-            info!(alert_id = %name, "this alert's escalation was started before; not started again");
-            Ok(Escalation {
-                execution_arn: execution_arn(&alerts.state_machine_arn, &name),
-                alert_id: name,
-                started: false,
-            })
-        }
+        // Started in between with another input.
+        Err(SfnError::NameTaken) => Err(OutboundError::AlertConflict(name)),
         Err(e) => Err(OutboundError::Escalation(e)),
+    }
+}
+
+/// Whether an execution's input is `ours`: compared as JSON, not as text.
+fn same_input(theirs: &str, ours: &str) -> bool {
+    match (
+        serde_json::from_str::<Value>(theirs),
+        serde_json::from_str::<Value>(ours),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => theirs == ours,
     }
 }
 

@@ -82,6 +82,11 @@ pub enum OutboundError {
     AlertsOff,
     #[error("the alert's escalation was not started: {0}")]
     Escalation(twilio_voice::stepfunctions::SfnError),
+    /// The alert's name (its idempotency key) is an escalation of another alert.
+    #[error(
+        "execution {0} was started with another alert; nothing started (a new idempotency key starts this one)"
+    )]
+    AlertConflict(String),
     /// An earlier delivery of the same request: its recorded refusal, or an unknown outcome.
     #[error("{message}")]
     Earlier {
@@ -109,6 +114,7 @@ impl OutboundError {
             Self::Earlier { class, .. } => *class,
             Self::Escalation(e) if e.is_retryable() => ErrorClass::EscalationUnavailable,
             Self::Escalation(_) | Self::AlertsOff => ErrorClass::EscalationMisconfigured,
+            Self::AlertConflict(_) => ErrorClass::AlertConflict,
         }
     }
 
@@ -155,12 +161,12 @@ pub async fn handle_invocation(
     request_id: Option<&str>,
 ) -> Result<Value, OutboundError> {
     if crate::alerts::is_alarm_event(&event) {
-        return crate::alerts::handle_alarm_event(event, app).await;
+        return crate::alerts::handle_alarm_event(event, app, deadline).await;
     }
     if event.get("requestContext").is_some() {
         let response = match serde_json::from_value::<ApiGatewayV2httpRequest>(event) {
             Ok(request) if is_alerts_route(&request) => {
-                crate::alerts::handle_http(&request, app).await
+                crate::alerts::handle_http(&request, app, deadline).await
             }
             Ok(request) => handle_http(request, app, deadline).await,
             Err(e) => error_response(&EventError::json(e).into()),

@@ -245,6 +245,40 @@ impl Stack {
         }
     }
 
+    /// How each `Call` step of the execution ended: the error it failed with (`States.Timeout`
+    /// for a step that timed out), or `succeeded`.
+    async fn call_step_endings(&self, execution_arn: &str) -> Vec<String> {
+        use aws_sdk_sfn::types::HistoryEventType as T;
+        let history = self
+            .sfn
+            .get_execution_history()
+            .execution_arn(execution_arn)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("get_execution_history");
+        history
+            .events()
+            .iter()
+            .filter_map(|e| match e.r#type() {
+                T::TaskFailed => e
+                    .task_failed_event_details()
+                    .filter(|d| d.resource_type() == "sqs")
+                    .map(|d| d.error().unwrap_or("?").to_owned()),
+                T::TaskTimedOut => e
+                    .task_timed_out_event_details()
+                    .filter(|d| d.resource_type() == "sqs")
+                    .map(|_| "States.Timeout".to_owned()),
+                T::TaskSucceeded => e
+                    .task_succeeded_event_details()
+                    .filter(|d| d.resource_type() == "sqs")
+                    .map(|_| "succeeded".to_owned()),
+                _ => None,
+            })
+            .skip(1) // the Plan step
+            .collect()
+    }
+
     /// The numbers called, in order, and how each call ended.
     async fn calls(&self) -> Vec<(String, String)> {
         let log = self.sim.idle_log().await;
@@ -410,10 +444,13 @@ async fn nobody_in_two_rounds_of_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn the_same_alarm_twice_is_one_escalation() {
+    // A's phone rings 15 simulated seconds, 3 real ones: the escalation still runs when the
+    // later state change arrives (milliseconds after the first), which is what the check is
+    // about. (The alarm's long message is spoken at the same scale.)
     let stack = stack(Setup {
-        numbers: json!({A: {"answer": "human", "keys": ["1"]}}),
+        numbers: json!({A: {"answer": "human", "ring_seconds": 15, "keys": ["1"]}}),
         policy: policy(&[A, B], 1),
-        time_scale: 0.0,
+        time_scale: 0.2,
     })
     .await;
     let time = "2026-11-25T05:00:12.345+0000";
@@ -569,20 +606,41 @@ async fn a_replayed_acknowledgement_acknowledges_nothing_more() {
         stack.alert_events().await.is_empty(),
         "no second acknowledgement"
     );
+    // Step Functions took one success for the call's step.
+    let arn = execution_arn_of(&stack, &alert_id).await;
+    assert_eq!(stack.call_step_endings(&arn).await, ["succeeded"]);
+}
+
+/// The ARN of the execution named `alert_id`.
+async fn execution_arn_of(stack: &Stack, alert_id: &str) -> String {
+    stack
+        .sfn
+        .list_executions()
+        .state_machine_arn(&stack.state_machine_arn)
+        .send()
+        .await
+        .unwrap()
+        .executions()
+        .iter()
+        .find(|e| e.name() == alert_id)
+        .expect("the execution")
+        .execution_arn()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn a_key_after_the_step_timed_out_does_not_acknowledge() {
-    // In real seconds: the step times out 6 s after it starts; A's phone rings 4 s, the short
-    // message and the prompt are spoken, and A hesitates 4 s more before pressing 1. B does not
-    // answer.
+    // In real seconds: the step times out 8 s after it starts, so a key counts until 6 s (the
+    // ledger keeps 2 s before Step Functions' timeout); A's phone rings 3 s, the short message
+    // and the prompt are spoken, and A hesitates 4 s more before pressing 1 (the Gather waits
+    // 5 s). B does not answer.
     let mut p = policy(&[A, B], 1);
     p["ring_timeout_seconds"] = json!(5);
-    p["step_timeout_seconds"] = json!(6);
+    p["step_timeout_seconds"] = json!(8);
     let stack = stack(Setup {
         numbers: json!({
-            A: {"answer": "human", "ring_seconds": 4, "keys": [{"digits": "1", "after": 4}]},
+            A: {"answer": "human", "ring_seconds": 3, "keys": [{"digits": "1", "after": 4}]},
             B: {"answer": "no-answer"},
         }),
         policy: p,
@@ -642,23 +700,10 @@ async fn a_call_twilio_refuses_moves_on_at_once() {
         time_scale: 0.0,
     })
     .await;
-    let started = Instant::now();
-    stack.alarm("2026-11-25T05:00:12.345+0000").await;
-    let calls = loop {
-        let log = stack.sim.log().await;
-        let calls = log["calls"].as_array().cloned().unwrap_or_default();
-        if !calls.is_empty() {
-            break calls;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "B was not called: {}",
-            stack.sim.transcript().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0]["to"], B);
+    let started = stack.alarm("2026-11-25T05:00:12.345+0000").await;
+    let arn = started["execution_arn"].as_str().unwrap();
+    assert_eq!(stack.finished(arn).await, ExecutionStatus::Succeeded);
+    assert_eq!(stack.calls().await, to(&[(B, "no-answer")]));
     let refused = stack.sim.log().await["events"]
         .as_array()
         .unwrap()
@@ -666,18 +711,34 @@ async fn a_call_twilio_refuses_moves_on_at_once() {
         .filter(|e| e["kind"] == "api" && e["status"] == 400)
         .count();
     assert_eq!(refused, 1, "A's call was asked for once");
+    // How each Call step ended, from the execution's history: A's failed with the refusal
+    // (at once), not with the step's timeout.
+    assert_eq!(
+        stack.call_step_endings(arn).await,
+        ["Alert.CallFailed", "Alert.NotAcknowledged"]
+    );
 }
 
 /// An `alert_call` message as the state machine sends it.
+/// Its step started `ago` (`None`: the message does not say when).
 fn alert_call_body(alert_id: &str, attempt: u32, number: &str) -> String {
-    json!({"alert_call": {
+    alert_call_started(alert_id, attempt, number, Some(Duration::ZERO))
+}
+
+fn alert_call_started(alert_id: &str, attempt: u32, number: &str, ago: Option<Duration>) -> String {
+    let mut body = json!({"alert_call": {
         "alert_id": alert_id, "attempt": attempt, "round": 1,
         "contact": {"name": "山田", "number": number},
         "speech": {"message": "テストです", "language": "ja-JP"},
         "max_prompts": 2, "ring_timeout_seconds": 20, "step_timeout_seconds": 60,
-        "step_started_at": "2026-11-25T05:00:12.345Z"
-    }, "task_token": "not-a-real-token"})
-    .to_string()
+    }, "task_token": "not-a-real-token"});
+    if let Some(ago) = ago {
+        let started = aws_smithy_types::DateTime::from(std::time::SystemTime::now() - ago)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap();
+        body["alert_call"]["step_started_at"] = json!(started);
+    }
+    body.to_string()
 }
 
 fn sqs_event(bodies: &[(&str, &str)]) -> Value {
@@ -752,6 +813,51 @@ async fn a_redelivered_alert_call_never_dials_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
+async fn an_alert_call_past_its_steps_deadline_is_not_dialled() {
+    let stack = stack(Setup {
+        numbers: json!({A: {"answer": "no-answer"}}),
+        policy: policy(&[A], 1),
+        time_scale: 0.0,
+    })
+    .await;
+    // Delayed in the bulk queue past its 60 s step; another due within the dial margin
+    // (60 - 2 s of the ledger's margin - 57 s: 1 s left); one without its start time.
+    let late = alert_call_started("late", 1, A, Some(Duration::from_secs(600)));
+    let nearly = alert_call_started("nearly", 1, A, Some(Duration::from_secs(57)));
+    let unbounded = alert_call_started("unbounded", 1, A, None);
+    let answer = handler::handle(
+        sqs_event(&[("m1", &late), ("m2", &nearly), ("m3", &unbounded)]),
+        &stack.outbound,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "deleted: {answer}");
+    let log = stack.sim.idle_log().await;
+    let asked = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "api" && e["method"] == "POST")
+        .count();
+    assert_eq!(asked, 0, "{}", stack.sim.transcript().join("\n"));
+    for id in ["late", "nearly"] {
+        let key = IdempotencyKey::new(format!("alert:{id}:1")).unwrap();
+        let step = stack
+            .ledger
+            .alert_step(&key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id}: the step is recorded"));
+        assert!(step.closed, "{id}: closed");
+        assert_eq!(step.call_sid, None, "{id}");
+    }
+    let key = IdempotencyKey::new("alert:unbounded:1").unwrap();
+    assert!(stack.ledger.alert_step(&key).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto_server and the Twilio simulator (make test-deps)"]
 async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
     let stack = stack(Setup {
         numbers: json!({}),
@@ -769,6 +875,23 @@ async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["execution_arn"], first["execution_arn"]);
+    // The same key with another alert is not that escalation: a conflict, nothing started.
+    let (status, other) = stack
+        .post_alert(
+            json!({"message": "別のアラートです"}),
+            Some("batch-2026-11-25"),
+        )
+        .await;
+    assert_eq!(status, 409, "{other}");
+    assert_eq!(other["error"]["type"], "NonRetryable.AlertConflict");
+    let executions = stack
+        .sfn
+        .list_executions()
+        .state_machine_arn(&stack.state_machine_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(executions.executions().len(), 1);
     let (status, refused) = stack
         .post_alert(json!({"message": "x", "policy": "weekend"}), None)
         .await;
@@ -797,6 +920,25 @@ async fn alerts_over_the_http_api_and_a_direct_start_with_an_unknown_policy() {
         .await
         .unwrap();
     assert_eq!(described.error(), Some("Alert.InvalidPlan"));
+    // ... and says so on the bus, nobody having been called. (The escalation started over
+    // HTTP above runs on and may announce its own end meanwhile.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed: Vec<_> = stack
+        .alert_events()
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            DomainEvent::AlertFailed(f) => Some((f.alert_id, f.error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [(
+            "direct-unknown-policy".to_owned(),
+            "Alert.InvalidPlan".to_owned()
+        )]
+    );
 }
 
 #[tokio::test]

@@ -554,7 +554,9 @@ pub struct AlertCall {
     pub max_prompts: NonZeroU8,
     pub ring_timeout_seconds: u32,
     pub step_timeout_seconds: u32,
-    /// `$$.State.EnteredTime`: when the task's timeout started.
+    /// `$$.State.EnteredTime`: when the task's timeout started. Required for a call to be
+    /// placed ([`AlertCall::step_deadline`]); parsed as optional so that its absence fails the
+    /// step (`Alert.CallFailed`) instead of leaving it to time out.
     #[serde(default)]
     pub step_started_at: Option<String>,
 }
@@ -602,16 +604,16 @@ impl AlertMessage {
 
 impl AlertCall {
     /// The step the ledger keeps for this call (claimed before it is placed).
-    pub fn step(&self, task_token: TaskToken, now: SystemTime) -> AlertStep {
-        AlertStep {
+    pub fn step(&self, task_token: TaskToken) -> Result<AlertStep, StepTimeError> {
+        Ok(AlertStep {
             alert_id: self.alert_id.clone(),
             attempt: self.attempt,
             contact: self.contact.clone(),
             speech: self.speech.clone(),
             max_prompts: self.max_prompts,
             task_token,
-            step_deadline: self.step_deadline(now),
-        }
+            step_deadline: self.step_deadline()?,
+        })
     }
 
     /// The ledger key of this call: `alert:<alert_id>:<attempt>` ([`AlertStep::key`]).
@@ -622,19 +624,39 @@ impl AlertCall {
         ))
     }
 
-    /// Epoch seconds when the step times out: after this, key 1 no longer acknowledges. From
-    /// when the task started (`now` if the message does not say).
-    pub fn step_deadline(&self, now: SystemTime) -> u64 {
-        let started = self
+    /// Epoch seconds after which key 1 no longer acknowledges: when Step Functions' timer for
+    /// the task runs out (`step_started_at` + the step timeout), less
+    /// [`STEP_DEADLINE_MARGIN_SECONDS`], so that a key the ledger takes is never one Step
+    /// Functions has already timed out. Without the task's start time there is no such
+    /// deadline: the processing time is later than the timer's start, and would let a late key
+    /// in.
+    pub fn step_deadline(&self) -> Result<u64, StepTimeError> {
+        let raw = self
             .step_started_at
             .as_deref()
-            .and_then(|raw| DateTime::from_str(raw, Format::DateTimeWithOffset).ok())
+            .ok_or(StepTimeError::Missing)?;
+        let started = DateTime::from_str(raw, Format::DateTimeWithOffset)
+            .ok()
             .and_then(|t| SystemTime::try_from(t).ok())
-            .unwrap_or(now);
-        (started + Duration::from_secs(u64::from(self.step_timeout_seconds)))
+            .ok_or_else(|| StepTimeError::Invalid(raw.chars().take(40).collect()))?;
+        let deadline = (started + Duration::from_secs(u64::from(self.step_timeout_seconds)))
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+            .map_or(0, |d| d.as_secs());
+        Ok(deadline.saturating_sub(STEP_DEADLINE_MARGIN_SECONDS))
     }
+}
+
+/// Seconds the ledger's step deadline keeps before Step Functions' own timeout: clocks and the
+/// time a `SendTaskSuccess` takes to land.
+pub const STEP_DEADLINE_MARGIN_SECONDS: u64 = 2;
+
+/// An `alert_call` without a usable task start time: the step cannot be bounded, so it fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepTimeError {
+    #[error("alert_call.step_started_at is missing")]
+    Missing,
+    #[error("alert_call.step_started_at is not an RFC 3339 time: {0:?}")]
+    Invalid(String),
 }
 
 // ---------------------------------------------------------------- execution names
@@ -648,8 +670,11 @@ fn slug(raw: &str, max: usize) -> String {
         .collect()
 }
 
+/// 64 bits (16 hex digits): two names colliding would silently merge two alerts into one
+/// escalation (the second answered "already started"); at 32 bits that is likely after some
+/// tens of thousands of names, at 64 bits not in practice.
 fn short_hash(raw: &str) -> String {
-    hex::encode(&Sha256::digest(raw.as_bytes())[..4])
+    hex::encode(&Sha256::digest(raw.as_bytes())[..8])
 }
 
 /// What names an escalation: the same alarm state change (or the same client key) always gets
@@ -673,7 +698,7 @@ pub fn execution_name(origin: &AlertOrigin<'_>) -> String {
         AlertOrigin::Alarm { name, time } => {
             let tail = match time {
                 Some(t) => short_hash(t),
-                None => format!("{:08x}", fastrand::u32(..)),
+                None => format!("{:016x}", fastrand::u64(..)),
             };
             format!("{}{tail}", alarm_prefix(name))
         }
@@ -681,7 +706,8 @@ pub fn execution_name(origin: &AlertOrigin<'_>) -> String {
     }
 }
 
-/// The prefix every execution name of alarm `name` starts with.
+/// The prefix every execution name of alarm `name` starts with: 6 + 40 + 1 + 16 + 1
+/// characters, leaving 16 for the tail within Step Functions' 80.
 pub fn alarm_prefix(name: &str) -> String {
     format!("alarm-{}-{}-", slug(name, 40), short_hash(name))
 }
@@ -910,24 +936,50 @@ mod tests {
         match AlertMessage::recognise(&call.to_string()) {
             Some(Ok(AlertMessage::Call(c, _))) => {
                 assert_eq!(c.key().unwrap().as_str(), "alert:a:2");
-                // moto's EnteredTime (microseconds, +00:00) and AWS's (milliseconds, Z).
-                assert_eq!(c.step_deadline(UNIX_EPOCH), 1_795_616_549 + 240);
+                // moto's EnteredTime (microseconds, +00:00) and AWS's (milliseconds, Z); the
+                // ledger's deadline is Step Functions' timeout less the margin.
+                let timeout_at = 1_795_616_549 + 240;
+                assert_eq!(c.step_deadline(), Ok(timeout_at - 2));
                 let aws = AlertCall {
                     step_started_at: Some("2026-11-25T14:22:29.442Z".into()),
                     ..c.clone()
                 };
-                assert_eq!(aws.step_deadline(UNIX_EPOCH), 1_795_616_549 + 240);
+                assert_eq!(aws.step_deadline(), Ok(timeout_at - 2));
+                assert_eq!(
+                    aws.step(TaskToken::new("T").unwrap())
+                        .unwrap()
+                        .step_deadline,
+                    timeout_at - 2
+                );
+                // No start time, or one that does not parse: no deadline, no step (never the
+                // processing time, which is later than Step Functions' timer).
                 let none = AlertCall {
                     step_started_at: None,
+                    ..c.clone()
+                };
+                assert_eq!(none.step_deadline(), Err(StepTimeError::Missing));
+                assert!(none.step(TaskToken::new("T").unwrap()).is_err());
+                let bad = AlertCall {
+                    step_started_at: Some("yesterday".into()),
                     ..c
                 };
-                assert_eq!(
-                    none.step_deadline(UNIX_EPOCH + Duration::from_secs(10)),
-                    250
-                );
+                assert!(matches!(
+                    bad.step_deadline(),
+                    Err(StepTimeError::Invalid(_))
+                ));
             }
             other => panic!("{other:?}"),
         }
+        let without_start = json!({"alert_call": {"alert_id": "a", "attempt": 2, "round": 1,
+            "contact": {"number": "+819011112222"}, "speech": {"message": "m", "language": "ja-JP", "voice": null},
+            "max_prompts": 3, "ring_timeout_seconds": 30, "step_timeout_seconds": 240}, "task_token": "T"});
+        assert!(
+            matches!(
+                AlertMessage::recognise(&without_start.to_string()),
+                Some(Ok(AlertMessage::Call(..)))
+            ),
+            "a call without a start time is still a call, whose step is failed"
+        );
         let both = json!({"alert_plan": {"alert_id": "a", "alert": {}}, "alert_call": {}, "task_token": "T"});
         assert!(matches!(
             AlertMessage::recognise(&both.to_string()),
@@ -977,5 +1029,30 @@ mod tests {
             execution_name(&AlertOrigin::Key("a")),
             execution_name(&AlertOrigin::Key("b"))
         );
+    }
+
+    #[test]
+    fn execution_names_carry_64_bit_hashes() {
+        // A 32-bit hash collides after tens of thousands of names, and a collision merges two
+        // alerts into one escalation: every hash and random tail is 16 hex digits, and the
+        // longest names still fit Step Functions' 80 characters.
+        let hex16 = |part: &str| part.len() == 16 && part.chars().all(|c| c.is_ascii_hexdigit());
+        let long = "a".repeat(300);
+        let alarm = execution_name(&AlertOrigin::Alarm {
+            name: &long,
+            time: Some("2026-11-25T05:00:00Z"),
+        });
+        let parts: Vec<&str> = alarm.rsplitn(3, '-').collect();
+        assert!(hex16(parts[0]) && hex16(parts[1]), "{alarm}");
+        assert_eq!(alarm.len(), 80, "{alarm}");
+        let untimed = execution_name(&AlertOrigin::Alarm {
+            name: &long,
+            time: None,
+        });
+        assert!(hex16(untimed.rsplit('-').next().unwrap()), "{untimed}");
+        assert!(untimed.len() <= 80, "{untimed}");
+        let key = execution_name(&AlertOrigin::Key(&long));
+        assert!(hex16(key.rsplit('-').next().unwrap()), "{key}");
+        assert!(key.len() <= 80, "{key}");
     }
 }

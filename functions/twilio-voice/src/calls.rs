@@ -391,6 +391,8 @@ pub enum ErrorClass {
     EscalationUnavailable,
     /// Step Functions refused it (state machine missing, access denied).
     EscalationMisconfigured,
+    /// An alert's name (its idempotency key) started an escalation with another alert.
+    AlertConflict,
 }
 
 /// Whether the same request may be tried again.
@@ -420,7 +422,7 @@ impl Retry {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 14] = [
+    pub const ALL: [ErrorClass; 15] = [
         ErrorClass::MethodNotAllowed,
         ErrorClass::InvalidEvent,
         ErrorClass::TwilioRejected,
@@ -435,6 +437,7 @@ impl ErrorClass {
         ErrorClass::LedgerMisconfigured,
         ErrorClass::EscalationUnavailable,
         ErrorClass::EscalationMisconfigured,
+        ErrorClass::AlertConflict,
     ];
 
     /// The one table: Lambda `errorType` (also the HTTP body's `error.type`), HTTP status and
@@ -467,6 +470,7 @@ impl ErrorClass {
                 500,
                 Retry::Pointless,
             ),
+            Self::AlertConflict => ("NonRetryable.AlertConflict", 409, Retry::Pointless),
         }
     }
 

@@ -18,7 +18,7 @@
 //!
 //! Examples of each, as a rule's target receives them, are in `events/call-*.json` and
 //! `events/voicemail-*.json`. The caller's number is in `Voicemail Recorded` because its
-//! recipient needs it to call back; it is never logged (`Debug` masks it). The two alert events
+//! recipient needs it to call back; it is never logged (`Debug` masks it). The three alert events
 //! are published by the state machine itself (`statemachine/alert-escalation.asl.json`), not by
 //! [`EventBus`]; their types here are what a subscriber parses, and a test holds the two together.
 
@@ -202,6 +202,18 @@ pub struct AlertUnacknowledged {
     pub rounds: u32,
 }
 
+/// An alert's escalation could not start calling: no plan (an unknown policy or an invalid
+/// alert, `Alert.InvalidPlan`; the plan not made in time, `States.Timeout`; the queue refused,
+/// `SQS.*`). Nobody was called. Its own type rather than `Alert Unacknowledged` with 0 calls:
+/// "nobody answered" and "nobody was asked" call for different actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertFailed {
+    pub alert_id: String,
+    /// The step's error name.
+    pub error: String,
+}
+
 /// One event, ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
@@ -211,6 +223,7 @@ pub enum DomainEvent {
     VoicemailTranscribed(VoicemailTranscribed),
     AlertAcknowledged(AlertAcknowledged),
     AlertUnacknowledged(AlertUnacknowledged),
+    AlertFailed(AlertFailed),
 }
 
 impl DomainEvent {
@@ -222,6 +235,7 @@ impl DomainEvent {
             Self::VoicemailTranscribed(_) => "Voicemail Transcribed",
             Self::AlertAcknowledged(_) => "Alert Acknowledged",
             Self::AlertUnacknowledged(_) => "Alert Unacknowledged",
+            Self::AlertFailed(_) => "Alert Failed",
         }
     }
 
@@ -234,6 +248,7 @@ impl DomainEvent {
             Self::VoicemailTranscribed(d) => serde_json::to_string(d),
             Self::AlertAcknowledged(d) => serde_json::to_string(d),
             Self::AlertUnacknowledged(d) => serde_json::to_string(d),
+            Self::AlertFailed(d) => serde_json::to_string(d),
         };
         json.expect("plain structs serialize")
     }
@@ -248,6 +263,7 @@ impl DomainEvent {
             "Voicemail Transcribed" => Self::VoicemailTranscribed(serde_json::from_value(detail)?),
             "Alert Acknowledged" => Self::AlertAcknowledged(serde_json::from_value(detail)?),
             "Alert Unacknowledged" => Self::AlertUnacknowledged(serde_json::from_value(detail)?),
+            "Alert Failed" => Self::AlertFailed(serde_json::from_value(detail)?),
             other => {
                 return Err(serde_json::Error::custom(format!(
                     "unknown detail-type {other:?}"
@@ -431,6 +447,7 @@ mod tests {
             serde_json::json!({"alert_id": "alarm-x", "acknowledged_by": {"name": "山田", "number": "+819011112222"},
                 "acknowledged_at": "2026-11-25T05:01:00Z", "call_sid": "CA1", "calls": 2}),
             serde_json::json!({"alert_id": "alarm-x", "calls": 6, "rounds": 2}),
+            serde_json::json!({"alert_id": "alarm-x", "error": "Alert.InvalidPlan"}),
         ];
         let mut seen = Vec::new();
         for state in asl["States"].as_object().unwrap().values() {
@@ -467,7 +484,10 @@ mod tests {
             seen.push(detail_type);
         }
         seen.sort_unstable();
-        assert_eq!(seen, ["Alert Acknowledged", "Alert Unacknowledged"]);
+        assert_eq!(
+            seen,
+            ["Alert Acknowledged", "Alert Failed", "Alert Unacknowledged"]
+        );
     }
 
     #[test]

@@ -5,10 +5,15 @@
 //! the call ledger, never in a URL or a log, and [`TaskToken`]'s `Debug` does not print it.
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use aws_sdk_sfn::Client;
 use aws_sdk_sfn::config::retry::RetryConfig;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use crate::calls::Deadline;
 
 /// A `$$.Task.Token`.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,6 +51,69 @@ impl fmt::Debug for TaskToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
     pub execution_arn: String,
+}
+
+/// An execution as `DescribeExecution` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub running: bool,
+    /// The input it was started with (absent if Step Functions withholds it).
+    pub input: Option<String>,
+}
+
+/// How long [`persist`] keeps trying while Step Functions is unavailable, on top of the SDK's
+/// own attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct Persistence {
+    /// Rounds in all (each of the SDK's attempts), the first included.
+    pub rounds: usize,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Time one more round needs before the deadline (the SDK's attempts and their timeouts).
+    pub round_time: Duration,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            rounds: 6,
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            round_time: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs `op` again with backoff while it answers [`SfnError::Unavailable`], as long as
+/// `deadline` leaves room for another round: for requests that are safe to repeat (starting
+/// an execution by its name, describing one), where giving up loses an alert.
+pub async fn persist<T, F, Fut>(
+    policy: Persistence,
+    deadline: Deadline,
+    mut op: F,
+) -> Result<T, SfnError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SfnError>>,
+{
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(policy.first_delay)
+        .with_max_delay(policy.max_delay)
+        .with_max_times(policy.rounds.saturating_sub(1))
+        .with_jitter()
+        .build();
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() => match delays.next() {
+                Some(delay) if deadline.allows(delay + policy.round_time) => {
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "Step Functions unavailable; trying again");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Err(e),
+            },
+            other => return other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +184,24 @@ impl Escalations {
         Ok(Started {
             execution_arn: out.execution_arn,
         })
+    }
+
+    /// The execution `execution_arn`, or `None` if there is none by that name.
+    pub async fn describe(&self, execution_arn: &str) -> Result<Option<Execution>, SfnError> {
+        match self
+            .client
+            .describe_execution()
+            .execution_arn(execution_arn)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Execution {
+                running: out.status == aws_sdk_sfn::types::ExecutionStatus::Running,
+                input: out.input,
+            })),
+            Err(SdkError::ServiceError(e)) if e.err().is_execution_does_not_exist() => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// The ARN of a running execution of `state_machine_arn` whose name starts with `prefix`,
@@ -307,6 +393,79 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(start.num_calls(), 2);
+    }
+
+    fn started() -> aws_sdk_sfn::operation::start_execution::StartExecutionOutput {
+        aws_sdk_sfn::operation::start_execution::StartExecutionOutput::builder()
+            .execution_arn("arn:aws:states:us-east-1:1:execution:a:n")
+            .start_date(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    }
+
+    fn quick() -> Persistence {
+        Persistence {
+            first_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+            round_time: std::time::Duration::from_millis(100),
+            ..Persistence::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_outlasts_a_blip_longer_than_the_sdks_attempts() {
+        // Two rounds of the SDK's three attempts fail (a blip of six 5xx), the third round
+        // starts the execution: the alarm's page is not lost.
+        let start = mock!(Client::start_execution)
+            .sequence()
+            .http_status(500, None)
+            .times(6)
+            .output(started)
+            .build();
+        let escalations = Escalations::new(retrying(&[&start]));
+        let arn = "arn:aws:states:us-east-1:1:stateMachine:a";
+        let out = persist(quick(), Deadline::NONE, || {
+            escalations.start(arn, "n", "{}")
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out.execution_arn,
+            "arn:aws:states:us-east-1:1:execution:a:n"
+        );
+        assert_eq!(start.num_calls(), 7);
+
+        // No time left before the deadline for another round: the first round's answer.
+        let start = mock!(Client::start_execution)
+            .sequence()
+            .http_status(500, None)
+            .times(6)
+            .output(started)
+            .build();
+        let escalations = Escalations::new(retrying(&[&start]));
+        let soon = Deadline::at(tokio::time::Instant::now() + std::time::Duration::from_millis(50));
+        let err = persist(quick(), soon, || escalations.start(arn, "n", "{}"))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert_eq!(start.num_calls(), 3);
+
+        // What is not unavailable is answered at once.
+        let taken = mock!(Client::start_execution).then_error(|| {
+            StartExecutionError::ExecutionAlreadyExists(
+                ExecutionAlreadyExists::builder()
+                    .meta(code("ExecutionAlreadyExists"))
+                    .build(),
+            )
+        });
+        let escalations = Escalations::new(retrying(&[&taken]));
+        let err = persist(quick(), Deadline::NONE, || {
+            escalations.start(arn, "n", "{}")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err, SfnError::NameTaken);
+        assert_eq!(taken.num_calls(), 1);
     }
 
     #[tokio::test]
