@@ -6,7 +6,6 @@
 //! moto accepts a second `SendTaskSuccess` (and one after the step timed out), so "sent once" is
 //! counted on the wire: every Step Functions request incoming-call makes passes an interceptor.
 
-use std::borrow::Cow;
 use std::num::NonZeroU8;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,17 +14,12 @@ use aws_sdk_sfn::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_sfn::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sfn::types::HistoryEventType;
 use aws_smithy_runtime_api::box_error::BoxError;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use incoming_call::config::Config;
 use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use lambda_http::http::HeaderValue;
 use serde_json::{Value, json};
-use twilio_voice::credentials::AuthToken;
 use twilio_voice::ledger::{AlertStep, ClaimOutcome, Contact, Ledger, Speech};
 use twilio_voice::phone::PhoneNumber;
-use twilio_voice::signature;
 use twilio_voice::stepfunctions::{Escalations, TaskToken};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -35,28 +29,7 @@ const CALLEE: &str = "+815012345678";
 
 /// A webhook signed for `path_and_query` with `params`, with `token`.
 fn signed(path_and_query: &str, params: &[(&str, &str)], token: &str) -> ApiGatewayV2httpRequest {
-    let form = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let mut e: ApiGatewayV2httpRequest = test_support::event("incoming-call.json");
-    e.raw_path = Some(path.into());
-    e.raw_query_string = Some(query.into());
-    e.body = Some(BASE64.encode(&form));
-    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = params
-        .iter()
-        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
-        .collect();
-    let sig = signature::sign(
-        &format!("{HOST}{path_and_query}"),
-        &pairs,
-        &AuthToken::new(token),
-    );
-    e.headers
-        .insert("x-twilio-signature", HeaderValue::from_str(&sig).unwrap());
-    e
+    test_support::signed_webhook(&format!("{HOST}{path_and_query}"), params, token)
 }
 
 /// Records the Step Functions requests sent: `X-Amz-Target: AWSStepFunctions.<Operation>` and

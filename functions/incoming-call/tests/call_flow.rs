@@ -1,18 +1,13 @@
 //! Call flow II through signed webhooks: schedule, screened forwards, the hunt, nested menus,
 //! reject, anonymous callers and per-number flows. The clock is injected; nothing sleeps.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use incoming_call::config::Config;
 use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::aws_lambda_events::encodings::Body;
 use lambda_http::http::HeaderValue;
-use twilio_voice::credentials::AuthToken;
-use twilio_voice::signature;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const HOST: &str = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.ap-northeast-1.on.aws";
@@ -86,28 +81,7 @@ fn webhook(path_and_query: &str, extra: &[(&str, &str)]) -> ApiGatewayV2httpRequ
         params.retain(|(name, _)| name != k);
         params.push((k.to_string(), v.to_string()));
     }
-    let form = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&params)
-        .finish();
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let mut e: ApiGatewayV2httpRequest = test_support::event("incoming-call.json");
-    e.raw_path = Some(path.into());
-    e.raw_query_string = Some(query.into());
-    e.body = Some(BASE64.encode(&form));
-    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = params
-        .iter()
-        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
-        .collect();
-    let sig = signature::sign(
-        &format!("{HOST}{path_and_query}"),
-        &pairs,
-        &AuthToken::new(TOKEN),
-    );
-    e.headers
-        .insert("x-twilio-signature", HeaderValue::from_str(&sig).unwrap());
-    e
+    test_support::signed_webhook(&format!("{HOST}{path_and_query}"), &params, TOKEN)
 }
 
 async fn twiml(app: &App, path_and_query: &str, extra: &[(&str, &str)]) -> String {

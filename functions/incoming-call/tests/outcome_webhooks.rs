@@ -7,12 +7,9 @@ use std::borrow::Cow;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use incoming_call::config::Config;
 use incoming_call::webhook::{App, handle};
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use lambda_http::http::HeaderValue;
 use serde_json::json;
 use twilio_voice::credentials::AuthToken;
 use twilio_voice::ledger::{CallStatus, Ledger};
@@ -24,28 +21,7 @@ const SID: &str = "CA0123456789abcdef0123456789abcdef";
 
 /// A webhook Twilio signed for `path_and_query` with `params`.
 fn webhook(path_and_query: &str, params: &[(&str, &str)]) -> ApiGatewayV2httpRequest {
-    let form = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let mut e: ApiGatewayV2httpRequest = test_support::event("incoming-call.json");
-    e.raw_path = Some(path.into());
-    e.raw_query_string = Some(query.into());
-    e.body = Some(BASE64.encode(&form));
-    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = params
-        .iter()
-        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
-        .collect();
-    let sig = signature::sign(
-        &format!("{HOST}{path_and_query}"),
-        &pairs,
-        &AuthToken::new(TOKEN),
-    );
-    e.headers
-        .insert("x-twilio-signature", HeaderValue::from_str(&sig).unwrap());
-    e
+    test_support::signed_webhook(&format!("{HOST}{path_and_query}"), params, TOKEN)
 }
 
 struct Stack {

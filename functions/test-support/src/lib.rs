@@ -690,6 +690,45 @@ impl Drop for TwilioSim {
     }
 }
 
+/// `events/incoming-call.json` as Twilio POSTs the form `params` to `url`
+/// (`https://host/path?query`): the path and query taken from `url`, the form as the base64
+/// body, and `X-Twilio-Signature` computed for `url` with `token`.
+pub fn signed_webhook<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    params: &[(K, V)],
+    token: &str,
+) -> lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest {
+    use base64::Engine as _;
+    use std::borrow::Cow;
+    let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = params
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_ref()), Cow::Borrowed(v.as_ref())))
+        .collect();
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&pairs)
+        .finish();
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path_and_query = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut e: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
+        event("incoming-call.json");
+    e.raw_path = Some(path.into());
+    e.raw_query_string = Some(query.into());
+    e.body = Some(base64::engine::general_purpose::STANDARD.encode(&form));
+    let sig = twilio_voice::signature::sign(
+        url,
+        &pairs,
+        &twilio_voice::credentials::AuthToken::new(token),
+    );
+    e.headers.insert(
+        "x-twilio-signature",
+        lambda_http::http::HeaderValue::from_str(&sig).expect("base64 is a header value"),
+    );
+    e
+}
+
 /// Serves a Function URL's handler over plain HTTP on a free loopback port, in this process:
 /// each request becomes the payload 2.0 event Lambda would build (the Host header, raw path and
 /// query kept, the body base64), as `handle` expects it. Returns the port.
