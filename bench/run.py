@@ -31,6 +31,8 @@ COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "30"))
 PY_COLD_RUNS = int(os.environ.get("BENCH_PY_COLD_RUNS", "10"))
 INVOCATIONS = int(os.environ.get("BENCH_INVOCATIONS", "10000"))
 
+# Issue 6's targets; issue 13 added its own budgets beside them (ISSUE_13), one of which
+# (outbound-call's zip) is looser than issue 6's.
 TARGETS = {
     "cold_vs_floor": 1.5,
     "python_vs_cold": 20.0,
@@ -40,6 +42,11 @@ TARGETS = {
     "unzipped_mb": 5.0,
     "rss_mb": 16.0,
     "outbound_overhead_ms": 1.0,
+}
+ISSUE_13 = {
+    "cold_cpu_vs_floor": 2.0,  # CPU time until the first response, each function
+    "zip_mb": {"incoming-call": 2.5, "outbound-call": 3.5},
+    "webhook_us": 2.0,
 }
 
 
@@ -150,6 +157,15 @@ def main():
         # measured alone, on fresh connections, so the table can show what is ours.
         results["ssm_rtt"] = harness("ssm-rtt", COLD_RUNS, f"{PREFIX}/auth-token", TOKEN,
                                      [endpoint], aws)
+        # outbound-call's first response is a direct invoke that places a call: INIT reads SSM
+        # (moto) and opens the connection to a Twilio stand-in in the harness (plain HTTP on
+        # loopback, so no TLS handshake; the Calls client's TLS context, with the system trust
+        # store, is built all the same), then the invoke sends one Calls request to it.
+        print("== cold start, outbound-call (exec → first call placed)", flush=True)
+        cold["outbound-call"] = harness("cold-outbound", COLD_RUNS,
+                                        ROOT / "events/outbound-call-say-ja.json",
+                                        '"call_sid":"CA', [RELEASE / "outbound-call"],
+                                        outbound_env, log=OUT / "cold-outbound-call.log")
         results["cold"] = cold
 
         print(f"== memory: {INVOCATIONS} invocations each", flush=True)
@@ -211,6 +227,12 @@ def table(r):
     def met(ok):
         return "yes" if ok else "**no**"
 
+    def cpu_vs_floor(fn):
+        ratio = cold[fn]["cpu_us"] / cold["hello-world"]["cpu_us"]
+        return (f"{cold[fn]['cpu_us'] / 1000:.2f} / {cold['hello-world']['cpu_us'] / 1000:.2f} ms"
+                f" = {ratio:.2f}×", f"≤ {ISSUE_13['cold_cpu_vs_floor']}×",
+                met(ratio <= ISSUE_13["cold_cpu_vs_floor"]))
+
     rows = [
         ("Cold start, incoming-call (exec → first response, SSM on moto)", f"{ms(ours):.2f} ms", "", ""),
         ("Cold start, hello-world lambda_runtime (floor)", f"{ms(floor):.2f} ms", "", ""),
@@ -219,11 +241,16 @@ def table(r):
          met(vs_floor <= TARGETS["cold_vs_floor"])),
         ("  of which moto's GetParameters answer (measured alone)", f"{ms(ssm):.2f} ms", "", ""),
         ("  ours without moto's answer / hello-world", f"{net_vs_floor:.2f}×", "", ""),
-        ("  CPU time used until that response: ours / hello-world",
-         f"{cold['incoming-call']['cpu_us'] / 1000:.2f} / {cold['hello-world']['cpu_us'] / 1000:.2f} ms"
-         f" = {cold['incoming-call']['cpu_us'] / cold['hello-world']['cpu_us']:.2f}×", "", ""),
+        ("  CPU time used until that response: ours / hello-world (issue 13)",
+         *cpu_vs_floor("incoming-call")),
         ("  Python / ours", f"{py_vs_ours:.0f}×", f"≥ {TARGETS['python_vs_cold']:.0f}×",
          met(py_vs_ours >= TARGETS["python_vs_cold"])),
+        ("Cold start, outbound-call (exec → first call placed, SSM on moto, Twilio stand-in)",
+         f"{ms(cold['outbound-call']['cold_start_us']):.2f} ms", "", ""),
+        ("  CPU time used until that response: outbound-call / hello-world (issue 13)",
+         *cpu_vs_floor("outbound-call")),
+        ("  Twilio connections opened during INIT",
+         f"{cold['outbound-call']['twilio_connections_opened_during_init']:.0f}", "", ""),
         ("Warm webhook CPU: signature check + TwiML, as the handler does it", f"{sig_render:.2f} µs",
          f"≤ {TARGETS['webhook_us']} µs", met(sig_render <= TARGETS["webhook_us"])),
         ("  signature check alone", f"{cpu['rust_us']['signature_validate']:.2f} µs", "", ""),
@@ -244,9 +271,15 @@ def table(r):
     ]
     for fn in ("incoming-call", "outbound-call"):
         z, u = mb(size[fn]["zip_bytes"]), mb(size[fn]["bootstrap_bytes"])
-        rows.append((f"Size, {fn} arm64 bootstrap.zip (bootstrap)", f"{z:.2f} MB ({u:.2f} MB)",
-                     f"≤ {TARGETS['zip_mb']} MB (≤ {TARGETS['unzipped_mb']} MB)",
-                     met(z <= TARGETS["zip_mb"] and u <= TARGETS["unzipped_mb"])))
+        budget = ISSUE_13["zip_mb"][fn]
+        if budget == TARGETS["zip_mb"]:
+            target, ok = f"≤ {budget} MB", met(z <= budget)
+        else:
+            target = f"issue 13: ≤ {budget} MB; issue 6: ≤ {TARGETS['zip_mb']} MB"
+            ok = f"{met(z <= budget)}; {met(z <= TARGETS['zip_mb'])}"
+        rows.append((f"Size, {fn} arm64 bootstrap.zip", f"{z:.2f} MB", target, ok))
+        rows.append((f"  {fn} bootstrap unzipped", f"{u:.2f} MB", f"≤ {TARGETS['unzipped_mb']} MB",
+                     met(u <= TARGETS["unzipped_mb"])))
     for fn in ("incoming-call", "outbound-call", "hello-world", "python"):
         peak = rss[fn]["peak_rss_kib"] * 1024 / 1e6
         target = fn in ("incoming-call", "outbound-call")

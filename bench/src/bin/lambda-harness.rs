@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! lambda-harness cold  RUNS EVENT EXPECT -- CMD...   exec → first response, RUNS fresh processes
+//! lambda-harness cold-outbound RUNS EVENT EXPECT -- CMD...  the same, each process with a fresh
+//!                                                    Twilio stand-in (TWILIO_API_BASE_URL)
 //! lambda-harness rss   N    EVENT EXPECT -- CMD...   peak RSS (VmHWM) after N invocations
 //! lambda-harness outbound N EVENT EXPECT -- CMD...   time beyond the Twilio round trip, per call
 //! lambda-harness ssm-rtt N PARAMETER VALUE -- ENDPOINT  one GetParameters on a fresh connection
@@ -391,20 +393,35 @@ fn cpu_and_faults(pid: u32) -> (f64, u64) {
     (cpu_ns as f64 / 1000.0, faults)
 }
 
-/// exec → first response, `runs` times, each in a fresh process against a fresh stub.
-fn cold(runs: usize, event: &[u8], expect: &str, cmd: &[String], log_path: &str) -> Value {
+/// exec → first response, `runs` times, each in a fresh process against a fresh stub. With
+/// `twilio`, each process also gets a fresh Twilio stand-in (outbound-call's first response is a
+/// placed call), and the first response must have come from exactly one Calls request to it.
+fn cold(
+    runs: usize,
+    event: &[u8],
+    expect: &str,
+    cmd: &[String],
+    log_path: &str,
+    twilio: bool,
+) -> Value {
     let log = std::fs::File::create(log_path).unwrap();
     let (mut total, mut init, mut cpu, mut faults) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut init_connections = Vec::new();
     // Three unrecorded starts first, so every candidate is timed with its binary in the page
     // cache (as on a Lambda host that has just fetched it), not the first one to be read.
     for run in 0..runs + 3 {
         let stub = RuntimeStub::start();
+        let stand_in = twilio.then(TwilioStandIn::start);
+        let mut envs = vec![("AWS_LAMBDA_RUNTIME_API", stub.addr.clone())];
+        if let Some(stand_in) = &stand_in {
+            envs.push(("TWILIO_API_BASE_URL", stand_in.base_url.clone()));
+        }
         // Queued before the exec, as Lambda has the event waiting when INIT ends.
         let (sent_tx, _sent_rx) = channel();
         stub.events.send((event.to_vec(), sent_tx)).unwrap();
         let exec = Instant::now();
-        let child = spawn(cmd, &[("AWS_LAMBDA_RUNTIME_API", stub.addr.clone())], &log);
+        let child = spawn(cmd, &envs, &log);
         let outcome = stub
             .outcomes
             .recv_timeout(Duration::from_secs(60))
@@ -412,23 +429,36 @@ fn cold(runs: usize, event: &[u8], expect: &str, cmd: &[String], log_path: &str)
         let (cpu_us, page_faults) = cpu_and_faults(child.id());
         stop(child);
         check(&outcome, expect, log_path);
+        let first_next = stub.first_next.lock().unwrap().expect("asked for an event");
+        if let Some(stand_in) = &stand_in {
+            let requests = stand_in.requests.lock().unwrap();
+            let posts = requests.iter().filter(|r| r.method == "POST").count();
+            assert_eq!(posts, 1, "one Calls request for the first invocation");
+            let connections = stand_in.connections.lock().unwrap();
+            init_connections.push(connections.iter().filter(|t| **t < first_next).count() as f64);
+        }
         if run < 3 {
             continue;
         }
         cpu.push(cpu_us);
         faults.push(page_faults as f64);
-        let first_next = stub.first_next.lock().unwrap().expect("asked for an event");
         total.push(micros(outcome.received - exec));
         init.push(micros(first_next - exec));
     }
-    json!({
+    let mut result = json!({
         "runs": runs,
         "cold_start_us": median(&mut total),
         "cold_start_p90_us": percentile(&mut total, 0.9),
         "init_us": median(&mut init),
         "cpu_us": median(&mut cpu),
+        "cpu_p25_us": percentile(&mut cpu, 0.25),
+        "cpu_p75_us": percentile(&mut cpu, 0.75),
         "page_faults": median(&mut faults),
-    })
+    });
+    if twilio {
+        result["twilio_connections_opened_during_init"] = json!(median(&mut init_connections));
+    }
+    result
 }
 
 /// Peak RSS after `n` invocations of one process.
@@ -575,7 +605,8 @@ fn main() {
             .to_string()
     });
     let result = match mode.as_str() {
-        "cold" => cold(n, &event, expect, cmd, &log_path),
+        "cold" => cold(n, &event, expect, cmd, &log_path, false),
+        "cold-outbound" => cold(n, &event, expect, cmd, &log_path, true),
         "rss" => rss(n, &event, expect, cmd, &log_path),
         "outbound" => outbound(n, &event, expect, cmd, &log_path),
         other => panic!("unknown mode {other}"),
