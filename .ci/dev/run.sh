@@ -128,7 +128,7 @@ Running (logs in $STATE):
 
 Try, in another terminal:
   make call                        # Twilio's part: a signed incoming call → 200 + TwiML
-  make call ROUTE=menu DIGITS=3    # a menu choice
+  make call ROUTE='menu?at=0o&tries=0' DIGITS=3    # a menu choice
   make call-unsigned               # no signature → 403
   make place-call                  # outbound-call with events/outbound-call-say-ja.json → call SID
   make place-call EVENT=events/outbound-call-url.json

@@ -24,7 +24,8 @@ pub struct Config {
     pub flow: FlowSource,
     /// `CALL_LEDGER_TABLE`: where status callbacks are recorded.
     pub ledger_table: Option<String>,
-    /// `EVENT_BUS_NAME`: where `Call Completed` and `Voicemail Recorded` are published.
+    /// `EVENT_BUS_NAME`: where `Call Completed`, `Voicemail Recorded` and `Voicemail Transcribed`
+    /// are published.
     pub event_bus: Option<String>,
     /// `ALERT_STATE_MACHINE_ARN`: phone alerts are on (README, "Phone alerts"): the `/alert`
     /// routes answer, and final statuses of alert calls end their step. The ARN itself is only

@@ -23,8 +23,8 @@ pub struct Config {
     pub ledger_table: Option<String>,
     /// `EVENT_BUS_NAME`: where `Call Failed` is published (none without it).
     pub event_bus: Option<String>,
-    /// `STATUS_CALLBACK_URL`: incoming-call's `/status`, set on every call that names no
-    /// status callback of its own, so the ledger learns the outcome.
+    /// `STATUS_CALLBACK_URL`: incoming-call's `/status`, set on every call so the ledger learns
+    /// the outcome; a call's own status callback rides in its query (`?forward=`).
     pub status_callback: Option<String>,
     /// `BULK_CALLS_QUEUE_URL`: the queue outbound-call consumes, where a call placed with
     /// `not_after` gets a message delayed until then that cancels it if Twilio still holds it

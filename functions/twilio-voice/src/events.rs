@@ -11,12 +11,13 @@
 //! | `Voicemail Transcribed` | Twilio transcribed it (flows with `transcribe`) | `call_sid`, `caller`, `recording_url`, `recording_sid`, `transcription` |
 //! | `Alert Acknowledged` | a contact pressed 1 on an alert call | `alert_id` (the execution's name), `acknowledged_by` (`name`, `number`), `acknowledged_at` (RFC 3339), `call_sid`, `calls` (placed for the alert, this one included) |
 //! | `Alert Unacknowledged` | every call of every round went unacknowledged | `alert_id`, `calls`, `rounds` |
+//! | `Alert Failed` | no plan could be made: nobody was called | `alert_id`, `error` |
 //!
 //! The transcription is an event of its own rather than a field that `Voicemail Recorded` waits
 //! for: Twilio transcribes minutes later, or never (a failed or too long recording), and the
 //! voicemail must reach its reader without waiting on that.
 //!
-//! Examples of each, as a rule's target receives them, are in `events/call-*.json` and
+//! Examples of the call and voicemail events, as a rule's target receives them, are in `events/call-*.json` and
 //! `events/voicemail-*.json`. The caller's number is in `Voicemail Recorded` because its
 //! recipient needs it to call back; it is never logged (`Debug` masks it). The three alert events
 //! are published by the state machine itself (`statemachine/alert-escalation.asl.json`), not by
