@@ -53,9 +53,7 @@ use twilio_voice::twiml::{Gather, GatherInput, Method, Redirect, Say, VoiceRespo
 use crate::flow::Links;
 use crate::route::Route;
 
-/// The error a step fails with when its call ended without key 1 (what the state machine's
-/// `Catch` sees).
-pub const NOT_ACKNOWLEDGED: &str = "Alert.NotAcknowledged";
+pub use twilio_voice::alerts::NOT_ACKNOWLEDGED;
 
 /// Seconds the prompt waits for a key after it has been spoken.
 pub const KEY_TIMEOUT_SECONDS: u32 = 5;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tracing::{Instrument, error, info, warn};
 use twilio_voice::alerts::{
     Alarm, Alert, AlertCall, AlertMessage, AlertOrigin, CALL_FAILED, EscalationPolicies,
-    ExecutionInput, INVALID_PLAN, PlanRequest, alarm_prefix, execution_name,
+    ExecutionInput, INVALID_PLAN, NOT_ACKNOWLEDGED, PlanRequest, alarm_prefix, execution_name,
 };
 use twilio_voice::calls::{
     CallOptions, CallPolicy, CallRequest, CallSpec, Deadline, Instructions, MachineDetection,
@@ -222,6 +222,60 @@ async fn call_contact(
         .await
 }
 
+/// A call can end (busy, failed, no answer) before Twilio's answer to the create request has
+/// reached us and the call's SID is linked to its step: its final status callback then finds
+/// no step, and the step would wait for its timeout. Whoever comes second ends it: here, if the
+/// call item already holds a final status, the step is closed (first closer wins, so a
+/// callback that did find it sends nothing more) and failed, as incoming-call would have.
+async fn ended_before_linked(
+    ledger: &Ledger,
+    key: &IdempotencyKey,
+    call_sid: &str,
+    alerts: &Alerts,
+) {
+    let call = match ledger.call(call_sid).await {
+        Ok(Some(call)) => call,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(call_sid, error = %e, "could not check whether the alert call already ended");
+            return;
+        }
+    };
+    let Some(final_status) = call.final_status else {
+        return;
+    };
+    let record = match ledger.close_alert_step(key).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(call_sid, error = %e, "could not close the step of an alert call that already ended");
+            return;
+        }
+    };
+    let cause = json!({
+        "call_status": final_status.as_str(),
+        "answered_by": call.answered_by,
+    })
+    .to_string();
+    match alerts
+        .escalations
+        .fail(&record.step.task_token, NOT_ACKNOWLEDGED, &cause)
+        .await
+    {
+        Ok(()) | Err(SfnError::StepClosed(_)) => {
+            info!(
+                call_sid,
+                call_status = final_status.as_str(),
+                "alert call ended before it was linked: next contact"
+            );
+        }
+        // The step's TimeoutSeconds is the backstop.
+        Err(e) => {
+            error!(call_sid, error = %e, "could not fail the step of an alert call that ended")
+        }
+    }
+}
+
 async fn place_alert_call(
     call: AlertCall,
     token: TaskToken,
@@ -294,6 +348,7 @@ async fn place_alert_call(
     match outcome {
         Ok(placed) if placed.new => {
             info!(call_sid = %placed.created.sid, to = %request.to(), "alert call placed");
+            ended_before_linked(ledger, &key, &placed.created.sid, alerts).await;
             Outcome::Placed
         }
         Ok(placed) => {

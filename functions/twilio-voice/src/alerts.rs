@@ -25,6 +25,9 @@ use crate::stepfunctions::TaskToken;
 pub const INVALID_PLAN: &str = "Alert.InvalidPlan";
 /// `SendTaskFailure` error of a call Twilio refused: the next contact is called at once.
 pub const CALL_FAILED: &str = "Alert.CallFailed";
+/// `SendTaskFailure` error of a call that ended without key 1 (what the state machine's `Catch`
+/// sees): the next contact is called at once.
+pub const NOT_ACKNOWLEDGED: &str = "Alert.NotAcknowledged";
 
 /// Most contacts in one policy.
 pub const MAX_CONTACTS: usize = 10;
